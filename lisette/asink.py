@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['astream_result', 'arun_tool', 'AsyncChat', 'StreamAbandoned', 'adisplay_stream']
 
-# %% ../nbs/01_async.ipynb #b91098d5
+# %% ../nbs/01_async.ipynb #a9ff4626
 from .core import *  # first: it sets up a quiet, offline-friendly litellm before anything imports it
 from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error, _stream_md
-import asyncio, inspect, threading, time
+import asyncio, inspect, threading, time, weakref
 import litellm
 from litellm import ModelResponse, ModelResponseStream
 from fastcore.utils import patch
 from fastcore.funccall import call_func
 
-# %% ../nbs/01_async.ipynb #f9fdcf51
+# %% ../nbs/01_async.ipynb #9501083f
 class astream_result:
     "Yield the chunks of litellm's async stream `agen`; afterwards `.value` is the full `ModelResponse`"
     def __init__(self, agen, postproc=None): self.agen,self.postproc,self.chunks,self.value = agen,postproc,[],None
@@ -25,7 +25,7 @@ class astream_result:
             yield o
         self.value = build_response(self.chunks, self.postproc)
 
-# %% ../nbs/01_async.ipynb #69699e68
+# %% ../nbs/01_async.ipynb #5fba4038
 def _in_thread(f, *args):
     "A future for `f(*args)` run in a daemon thread"
     loop = asyncio.get_running_loop()
@@ -49,9 +49,10 @@ async def arun_tool(tc, ns:dict, timeout:float=None)->str:
         return tool_text(res)
     except Exception as e: return tool_error(e)
 
-# %% ../nbs/01_async.ipynb #3322d4a0
+# %% ../nbs/01_async.ipynb #b75d4f9d
 class AsyncChat(Chat):
     abandon_after = 1.0  # seconds a stream may sit unread while another call waits, before it is closed
+    _last = None         # the call made last: the next one waits for it
 
 @patch
 async def _ask(self:AsyncChat, turn:Turn):
@@ -74,7 +75,7 @@ async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
         results = turn.answer(texts)
     return results
 
-# %% ../nbs/01_async.ipynb #e49f836e
+# %% ../nbs/01_async.ipynb #b9da92ea
 @patch
 async def _run(self:AsyncChat, turn:Turn):
     await self._abegin(turn)
@@ -87,7 +88,7 @@ async def _run(self:AsyncChat, turn:Turn):
                 for r in await self._call_tools(turn, calls): yield r
     finally: self._end(turn)
 
-# %% ../nbs/01_async.ipynb #dfc411d9
+# %% ../nbs/01_async.ipynb #70b8fe15
 class StreamAbandoned(RuntimeError):
     "A stream was closed because a later call on its chat needed the chat while it sat unread"
 
@@ -106,29 +107,39 @@ class _Stream:
         self.abandoned = True
         await self.agen.aclose()
 
-# %% ../nbs/01_async.ipynb #3b122a9c
+# %% ../nbs/01_async.ipynb #7255da86
 @patch
 async def _abegin(self:AsyncChat, turn:Turn):
-    while (a := self._active) is not None and a is not turn:
-        idle = a.gen.idle_for()
-        if idle is not None and idle >= self.abandon_after: await a.gen.abandon()
-        else:
-            try: await asyncio.wait_for(a.ended.wait(), self.abandon_after - (idle or 0))
-            except (TimeoutError, asyncio.TimeoutError): pass
-    self._active, turn.ended = turn, asyncio.Event()
+    turn.ended, turn.prev, self._last = asyncio.Event(), self._last, turn
+    try:
+        while (p := turn.prev) is not None:
+            if p.ended.is_set():
+                turn.prev = None if p.started else p.prev
+                continue
+            s = p.gen() if p is self._active else None
+            idle = s.idle_for() if s else None
+            if idle is not None and idle >= self.abandon_after: await s.abandon()
+            else:
+                try: await asyncio.wait_for(p.ended.wait(), self.abandon_after - (idle or 0))
+                except (TimeoutError, asyncio.TimeoutError): pass
+    except BaseException:
+        turn.ended.set()
+        raise
+    self._active, turn.started = turn, True
 
-# %% ../nbs/01_async.ipynb #c863930e
+# %% ../nbs/01_async.ipynb #76260c80
 @patch
 async def __call__(self:AsyncChat, msg=None, prefill='', temp=None, think=None, stream=False, max_tool_rounds=10,
                    final_prompt=None, return_all=False, tool_timeout=None, **kw):
     "Send `msg`, run the tool rounds it leads to, and return the final response (awaited)"
     turn = self._turn(msg, prefill, temp, think, stream, max_tool_rounds, final_prompt, tool_timeout, kw)
-    turn.gen = gen = _Stream(self._run(turn))
+    gen = _Stream(self._run(turn))
+    turn.gen = weakref.ref(gen)  # weak, so a stream its reader drops is closed at once, freeing the chat
     if stream or return_all: return gen
     async for _ in gen: pass
     return turn.last
 
-# %% ../nbs/01_async.ipynb #a6c120f1
+# %% ../nbs/01_async.ipynb #e162238b
 async def adisplay_stream(gen):
     "Show the async stream `gen` as live markdown; the last full response"
     from IPython.display import display, Markdown

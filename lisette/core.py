@@ -8,14 +8,14 @@ __all__ = ['effort', 'CANCELLED', 'NOT_RUN', 'mk_part', 'mk_msg', 'mk_msgs', 'li
            'stream_with_complete', 'cite_footnotes', 'response_md', 'supports_prefill', 'supports_reasoning',
            'cache_msgs', 'hist_msg', 'Turn', 'Chat', 'display_stream']
 
-# %% ../nbs/00_core.ipynb #0f0fca9e
+# %% ../nbs/00_core.ipynb #be94e08a
 import os
 os.environ.setdefault('LITELLM_LOCAL_MODEL_COST_MAP', 'True')
 import litellm
 litellm.suppress_debug_info = True
 
-# %% ../nbs/00_core.ipynb #7fe39b0b
-import asyncio, base64, json, threading, time, warnings
+# %% ../nbs/00_core.ipynb #57186c0d
+import asyncio, base64, json, threading, time, warnings, weakref
 from functools import partial
 from dataclasses import dataclass, field
 from fastcore.utils import detect_mime, patch
@@ -23,7 +23,7 @@ from fastcore.funccall import get_schema, call_func, handle_type
 from typing import get_type_hints
 from litellm import ModelResponse, ModelResponseStream
 
-# %% ../nbs/00_core.ipynb #9f9d8c1f
+# %% ../nbs/00_core.ipynb #4c6445fc
 def _data_url(data:bytes, mime:str)->str: return f'data:{mime};base64,{base64.b64encode(data).decode()}'
 
 def mk_part(o)->dict:
@@ -37,7 +37,7 @@ def mk_part(o)->dict:
         raise ValueError(f"Bytes in a message must be an image or a PDF; these look like {mime or 'neither'}")
     raise TypeError(f"A message part must be str, bytes (image or PDF) or dict, not {type(o).__name__}")
 
-# %% ../nbs/00_core.ipynb #8ccb945e
+# %% ../nbs/00_core.ipynb #2fbe4fdb
 def mk_msg(content, # str, bytes, a list of parts, or a complete message dict
            role='user')->dict:
     "A chat message dict with `role` and `content`"
@@ -49,14 +49,14 @@ def mk_msg(content, # str, bytes, a list of parts, or a complete message dict
     if not content or (isinstance(content, str) and not content.strip()): raise ValueError("A message can't be empty")
     return {'role': role, 'content': content}
 
-# %% ../nbs/00_core.ipynb #2c0567b7
+# %% ../nbs/00_core.ipynb #1dd6cfce
 def mk_msgs(msgs)->list:
     "A list of message dicts from messages, or from strings that alternate user and assistant"
     if msgs is None: return []
     if isinstance(msgs, (str, dict)): msgs = [msgs]
     return [mk_msg(m, 'user' if i%2==0 else 'assistant') for i,m in enumerate(msgs)]
 
-# %% ../nbs/00_core.ipynb #31695dbe
+# %% ../nbs/00_core.ipynb #9366ed6d
 def lite_mk_func(f)->dict:
     "The litellm (OpenAI-format) tool schema for function `f`; a dict is taken as a ready schema"
     if isinstance(f, dict): return f
@@ -80,7 +80,7 @@ def _hints_schema(f)->dict:
               'required': [n for n,p in sig.parameters.items() if p.default is p.empty]}
     return {'name': f.__name__, 'description': f.__doc__.strip(), 'parameters': params | ({'$defs': defs} if defs else {})}
 
-# %% ../nbs/00_core.ipynb #1ca4e28a
+# %% ../nbs/00_core.ipynb #81ff98b2
 class ToolError(Exception):
     "A tool call that can't run: its text goes back to the model as the result"
 
@@ -98,7 +98,7 @@ def resolve_tool(tc, ns:dict):
     if name not in ns: raise ToolError(f"no tool named {name!r}; the tools are: {', '.join(ns) or 'none'}")
     return ns[name], tool_args(tc)
 
-# %% ../nbs/00_core.ipynb #b2e6c231
+# %% ../nbs/00_core.ipynb #a3660040
 def tool_text(res)->str:
     "The text the model sees for a tool's return value"
     if isinstance(res, str): return res
@@ -115,7 +115,7 @@ def tool_result(tc, content:str)->dict:
     "The tool message that answers tool call `tc`"
     return {'role': 'tool', 'tool_call_id': tc.id, 'name': tc.function.name, 'content': content}
 
-# %% ../nbs/00_core.ipynb #0c772d0c
+# %% ../nbs/00_core.ipynb #26f79bbd
 def run_tool(tc, ns:dict)->str:
     "Run tool call `tc` from namespace `ns`; its result, or the error, as text"
     try:
@@ -123,7 +123,7 @@ def run_tool(tc, ns:dict)->str:
         return tool_text(call_func(f, args))
     except Exception as e: return tool_error(e)
 
-# %% ../nbs/00_core.ipynb #239de067
+# %% ../nbs/00_core.ipynb #adb33733
 def delta_text(chunk)->str|None:
     "The text in a streamed chunk, if any"
     return chunk.choices[0].delta.content if chunk.choices else None
@@ -141,7 +141,7 @@ def stream_with_complete(gen, postproc=None):
         yield o
     yield build_response(chunks, postproc)
 
-# %% ../nbs/00_core.ipynb #ebf78b68
+# %% ../nbs/00_core.ipynb #c9639683
 def _citations(msg)->list:
     "The web citations of a message: Anthropic's via `provider_specific_fields`, OpenAI's `annotations`"
     psf = getattr(msg, 'provider_specific_fields', None) or {}
@@ -161,7 +161,7 @@ def cite_footnotes(res:ModelResponse)->ModelResponse:
     msg.content = f"{msg.content} {marks}\n\n{notes}"
     return res
 
-# %% ../nbs/00_core.ipynb #730c046b
+# %% ../nbs/00_core.ipynb #0b5f29c4
 def _tool_call_md(tc)->str: return f"🔧 `{tc.function.name}({tc.function.arguments})`"
 
 def response_md(res:ModelResponse)->str:
@@ -177,7 +177,7 @@ def response_md(res:ModelResponse)->str:
 @patch
 def _repr_markdown_(self:ModelResponse): return response_md(self)
 
-# %% ../nbs/00_core.ipynb #8b051c90
+# %% ../nbs/00_core.ipynb #33c64be1
 effort = {'l': 'low', 'm': 'medium', 'h': 'high'}
 
 def _think_kw(think, temp)->dict:
@@ -185,13 +185,13 @@ def _think_kw(think, temp)->dict:
     if think not in effort: raise ValueError(f"think must be one of {', '.join(effort)}, not {think!r}")
     return {'reasoning_effort': effort[think]}
 
-# %% ../nbs/00_core.ipynb #ed58cbc6
+# %% ../nbs/00_core.ipynb #949125a3
 def supports_prefill(model:str)->bool:
     "Does litellm's entry for `model` say it accepts an assistant prefill?"
     try: return bool(litellm.get_model_info(model).get('supports_assistant_prefill'))
     except Exception: return False
 
-# %% ../nbs/00_core.ipynb #112b45d9
+# %% ../nbs/00_core.ipynb #781e5011
 def supports_reasoning(model:str)->bool:
     "Does litellm send `reasoning_effort` on to `model`'s provider?"
     try:
@@ -199,7 +199,7 @@ def supports_reasoning(model:str)->bool:
         return 'reasoning_effort' in (litellm.get_supported_openai_params(model=name, custom_llm_provider=provider) or [])
     except Exception: return False
 
-# %% ../nbs/00_core.ipynb #40c0f697
+# %% ../nbs/00_core.ipynb #a7626e02
 def _with_cache(msg:dict)->dict:
     "A copy of `msg` whose last content part carries an ephemeral cache breakpoint"
     c = msg.get('content')
@@ -214,7 +214,7 @@ def cache_msgs(msgs:list, n=2)->list:
     if msgs and msgs[0]['role'] == 'system': idxs.append(0)
     return [_with_cache(m) if i in idxs else m for i,m in enumerate(msgs)]
 
-# %% ../nbs/00_core.ipynb #d05b4c94
+# %% ../nbs/00_core.ipynb #1632d5de
 def _hist_call(tc)->dict:
     d = tc.model_dump(exclude_none=True)
     try: tool_args(tc)
@@ -228,7 +228,7 @@ def hist_msg(msg)->dict:
     if tb := getattr(msg, 'thinking_blocks', None): d['thinking_blocks'] = [dict(b) for b in tb]
     return d
 
-# %% ../nbs/00_core.ipynb #5cd7b786
+# %% ../nbs/00_core.ipynb #b92db4cb
 CANCELLED = "Error: the tool call was cancelled before it finished"
 NOT_RUN = "Error: not run: the tool rounds for this message are used up"
 
@@ -250,13 +250,16 @@ class Turn:
     pending: object = None  # the reply whose tool calls are running
     last: object = None     # the last full response
     req: dict = None        # the request in flight
-    gen: object = None      # the generator running this turn
+    gen: object = None      # a weak reference to the generator running this turn
+    started: bool = False   # has it begun (its history changes)?
+    ended: object = None    # an event set when it is over (AsyncChat)
+    prev: object = None     # the call it waits for (AsyncChat)
 
     def start(self):
         "Add the user's message to the history"
         if self.msg is not None: self.chat.hist.append(self.msg)
 
-# %% ../nbs/00_core.ipynb #a991c00d
+# %% ../nbs/00_core.ipynb #2419d5a1
 @patch
 def next_request(self:Turn)->dict|None:
     if self.done: return None
@@ -264,7 +267,7 @@ def next_request(self:Turn)->dict|None:
     if final and self.rnd and self.final_prompt: self.chat.hist.append(mk_msg(self.final_prompt))
     return self.chat._request(self, final)
 
-# %% ../nbs/00_core.ipynb #6a5de229
+# %% ../nbs/00_core.ipynb #55249f2f
 @patch
 def finish_reply(self:Turn, res:ModelResponse)->ModelResponse:
     msg = res.choices[0].message
@@ -301,7 +304,7 @@ def answer(self:Turn, texts:list)->list:
     self.rnd += 1
     return results
 
-# %% ../nbs/00_core.ipynb #eb962517
+# %% ../nbs/00_core.ipynb #b5bae584
 class Chat:
     def __init__(self,
                  model:str,                # litellm model name, e.g. 'anthropic/claude-sonnet-4-5'
@@ -329,16 +332,16 @@ class Chat:
 
     def __repr__(self): return f"{type(self).__name__}({self.model!r}, {len(self.hist)} messages, tools={list(self.ns)})"
 
-# %% ../nbs/00_core.ipynb #69a118b7
+# %% ../nbs/00_core.ipynb #3b97d2e1
 def _check_temp(temp):
     if temp is not None and not (isinstance(temp, (int, float)) and 0 <= temp <= 2):
         raise ValueError(f"temp must be a number from 0 to 2, not {temp!r}")
 
-# %% ../nbs/00_core.ipynb #b5a6bd7a
+# %% ../nbs/00_core.ipynb #2113008c
 @patch
 def _messages(self:Chat, turn:Turn)->list:
     msgs = ([{'role': 'system', 'content': self.sp}] if self.sp else []) + self.hist
-    if self.cache: msgs = cache_msgs(msgs)
+    if self.cache and 'claude' in self.model: msgs = cache_msgs(msgs)
     if turn.prefill: msgs = msgs + [{'role': 'assistant', 'content': turn.prefill}]
     return msgs
 
@@ -354,7 +357,7 @@ def _request(self:Chat, turn:Turn, final:bool)->dict:
     if self._api_key: kw['api_key'] = self._api_key
     return kw | self.kw | turn.kw
 
-# %% ../nbs/00_core.ipynb #ce26b660
+# %% ../nbs/00_core.ipynb #dfe1199e
 @patch
 def _turn(self:Chat, msg=None, prefill='', temp=None, think=None, stream=False, max_tool_rounds=10,
           final_prompt=None, tool_timeout=None, kw=None)->Turn:
@@ -372,7 +375,7 @@ def _turn(self:Chat, msg=None, prefill='', temp=None, think=None, stream=False, 
     return Turn(self, msg, prefill, temp, think, stream, max_tool_rounds, final_prompt,
                 self.tool_timeout if tool_timeout is None else tool_timeout, kw or {})
 
-# %% ../nbs/00_core.ipynb #0464a606
+# %% ../nbs/00_core.ipynb #99b3468d
 @patch
 def _ask(self:Chat, turn:Turn):
     res = litellm.completion(**turn.req)
@@ -402,7 +405,7 @@ def _call_tools(self:Chat, turn:Turn, calls:list)->list:
     finally: results = turn.answer(texts)
     return results
 
-# %% ../nbs/00_core.ipynb #f67c49de
+# %% ../nbs/00_core.ipynb #c3747682
 @patch
 def _run(self:Chat, turn:Turn):
     self._begin(turn)
@@ -414,19 +417,21 @@ def _run(self:Chat, turn:Turn):
             if calls := turn.take(o): yield from self._call_tools(turn, calls)
     finally: self._end(turn)
 
-# %% ../nbs/00_core.ipynb #b99c215c
+# %% ../nbs/00_core.ipynb #41471b70
 @patch
 def _begin(self:Chat, turn:Turn):
-    if (a := self._active) is not None and a is not turn:
-        if a.gen is None or a.gen.gi_running: raise RuntimeError("This chat is busy with another call (in another thread?)")
-        a.gen.close()
-    self._active = turn
+    if (a := self._active) is not None and (g := a.gen()) is not None:
+        if g.gi_running: raise RuntimeError("This chat is busy with another call (in another thread?)")
+        g.close()
+    self._active, turn.started = turn, True
 
 @patch
 def _end(self:Chat, turn:Turn):
     if self._active is turn: self._active = None
+    if turn.ended is not None: turn.ended.set()
+    turn.req = None
 
-# %% ../nbs/00_core.ipynb #4eadb770
+# %% ../nbs/00_core.ipynb #5ff9d3d6
 @patch
 def __call__(self:Chat,
              msg=None,               # the user's message: str, bytes, list of parts, or dict; None continues
@@ -441,12 +446,13 @@ def __call__(self:Chat,
              **kw):                  # more litellm completion kwargs for this call
     "Send `msg`, run the tool rounds it leads to, and return the final response"
     turn = self._turn(msg, prefill, temp, think, stream, max_tool_rounds, final_prompt, tool_timeout, kw)
-    turn.gen = gen = self._run(turn)
+    gen = self._run(turn)
+    turn.gen = weakref.ref(gen)
     if stream: return gen
     res = list(gen)
     return res if return_all else turn.last
 
-# %% ../nbs/00_core.ipynb #f4f8cce0
+# %% ../nbs/00_core.ipynb #687c58f5
 def _details(summary:str, body:str, limit=2000)->str:
     body = body if len(body) <= limit else body[:limit] + '…'
     return f"\n\n<details><summary>{summary}</summary>\n\n```\n{body}\n```\n\n</details>\n\n"

