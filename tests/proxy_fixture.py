@@ -1,0 +1,169 @@
+"""A real LiteLLM proxy (`litellm[proxy]`) on loopback, in front of two `lisette.testing.Sim`s: a session fixture.
+
+The proxy routes one model name, `lisette-test`, to two deployments: `anthropic/claude-sonnet-4-5` on sim A and
+`openai/gpt-4o` on sim B, shuffled, with retries. It runs as a subprocess in its own process group, with no
+database (so no virtual keys: only the master key, and the static keys of a small `custom_auth` hook), the
+local model cost map, and a free port; teardown stops it and checks that nothing of it is left.
+
+Use it from a test module with `from proxy_fixture import *` (tests/ is on `sys.path` under pytest)."""
+import json, os, signal, socket, subprocess, sys, tempfile, textwrap, time, urllib.request
+from pathlib import Path
+import pytest
+from lisette.testing import Sim
+
+__all__ = ['MODEL', 'MASTER_KEY', 'TEAM_KEY', 'free_port', 'proxy_config', 'Proxy', 'proxy', 'psims', 'pxy']
+
+MODEL = 'lisette-test'                 # the model name the proxy serves (clients ask for `openai/lisette-test`)
+MASTER_KEY = 'sk-lisette-master-test'  # the proxy's master key
+TEAM_KEY = 'sk-team-lisette'           # a static key the `custom_auth` hook accepts (virtual keys need a DB)
+
+def free_port()->int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+# A proxy without a database can't check virtual keys: any key but the master key gets a 400 "No connected db.".
+# This hook (litellm's `custom_auth`, in `auto` mode) accepts a fixed set of `sk-team-` keys, answers any other
+# `sk-team-` key with a 401, and leaves every other key to litellm's own check (the master key, or that 400).
+AUTH_HOOK = '''
+from fastapi import Request
+from litellm.proxy._types import UserAPIKeyAuth, ProxyException
+
+TEAM_KEYS = {TEAM_KEYS!r}
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    if api_key in TEAM_KEYS: return UserAPIKeyAuth(api_key=api_key, user_id=TEAM_KEYS[api_key])
+    if api_key.startswith('sk-team-'):
+        raise ProxyException(message='Invalid team key', type='auth_error', param='None', code=401)
+    raise Exception('not a team key: let litellm check it')
+'''
+
+def proxy_config(anthropic_base:str, openai_base:str, model:str=MODEL, num_retries:int=2, auth_hook:bool=True)->str:
+    "The proxy's config.yaml: `model` load-balanced over an Anthropic and an OpenAI deployment"
+    hook = '  custom_auth: pxauth.user_api_key_auth\n  custom_auth_settings:\n    mode: auto\n' if auth_hook else ''
+    return textwrap.dedent(f'''\
+        model_list:
+          - model_name: {model}
+            litellm_params:
+              model: anthropic/claude-sonnet-4-5
+              api_base: {anthropic_base}
+              api_key: sk-ant-sim
+          - model_name: {model}
+            litellm_params:
+              model: openai/gpt-4o
+              api_base: {openai_base}
+              api_key: sk-oai-sim
+          - model_name: {model}-anthropic
+            litellm_params:
+              model: anthropic/claude-sonnet-4-5
+              api_base: {anthropic_base}
+              api_key: sk-ant-sim
+          - model_name: {model}-openai
+            litellm_params:
+              model: openai/gpt-4o
+              api_base: {openai_base}
+              api_key: sk-oai-sim
+        router_settings:
+          routing_strategy: simple-shuffle
+          num_retries: {num_retries}
+          retry_after: 0
+          allowed_fails: 1
+          cooldown_time: 1
+        litellm_settings:
+          drop_params: true
+          modify_params: true
+        general_settings:
+          master_key: os.environ/LITELLM_MASTER_KEY
+        ''') + hook
+
+class Proxy:
+    "A `litellm --config` subprocess in its own process group, on a free loopback port"
+    def __init__(self, config:str, master_key:str=MASTER_KEY, files:dict=None, port:int=None):
+        self.dir = Path(tempfile.mkdtemp(prefix='lisette-proxy-'))
+        (self.dir/'config.yaml').write_text(config)
+        for name,text in (files or {}).items(): (self.dir/name).write_text(text)
+        self.master_key, self.port, self.proc, self.startup = master_key, port or free_port(), None, None
+
+    @property
+    def url(self)->str: return f'http://127.0.0.1:{self.port}'
+    @property
+    def log(self)->str: return (self.dir/'proxy.log').read_text(errors='replace')
+
+    def env(self)->dict:
+        env = {k:v for k,v in os.environ.items() if k not in ('DATABASE_URL', 'REDIS_HOST', 'REDIS_URL')
+               and not k.endswith('_API_KEY') and not k.lower().endswith('_proxy')}
+        return env | dict(LITELLM_MASTER_KEY=self.master_key, LITELLM_LOCAL_MODEL_COST_MAP='True',
+                          LITELLM_LOG='ERROR', DISABLE_ADMIN_UI='True', NO_DOCS='True', PYTHONUNBUFFERED='1')
+
+    def start(self, timeout:float=60):
+        "Start the proxy and wait until `/health/liveliness` answers; seconds taken"
+        t = time.monotonic()
+        with open(self.dir/'proxy.log', 'wb') as log:
+            self.proc = subprocess.Popen([sys.executable, '-m', 'litellm.proxy.proxy_cli', '--config', str(self.dir/'config.yaml'),
+                                          '--host', '127.0.0.1', '--port', str(self.port)],
+                                         cwd=self.dir, env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        while not self.alive():
+            if self.proc.poll() is not None or time.monotonic() - t > timeout:
+                self.stop()
+                raise RuntimeError(f'The LiteLLM proxy did not start (exit code {self.proc.returncode}):\n{self.log[-3000:]}')
+            time.sleep(0.1)
+        self.startup = time.monotonic() - t
+        return self.startup
+
+    def alive(self)->bool:
+        try:
+            with urllib.request.urlopen(self.url + '/health/liveliness', timeout=1) as r: return r.status == 200
+        except OSError: return False
+
+    def left(self)->bool:
+        "Is any process of the proxy's group still there?"
+        try: os.killpg(self.proc.pid, 0)
+        except ProcessLookupError: return False
+        except PermissionError: return True
+        return True
+
+    def stop(self, timeout:float=10):
+        "Terminate the proxy's process group (SIGTERM, then SIGKILL) and reap it"
+        if self.proc is None: return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try: os.killpg(self.proc.pid, sig)
+            except ProcessLookupError: pass
+            try: self.proc.wait(timeout)
+            except subprocess.TimeoutExpired: continue
+            end = time.monotonic() + timeout
+            while self.left() and time.monotonic() < end: time.sleep(0.05)
+            if not self.left(): break
+
+    def __enter__(self): self.start(); return self
+    def __exit__(self, *exc): self.stop()
+
+# ---------------------------------------------------------------- pytest fixtures
+
+@pytest.fixture(scope='session')
+def psims():
+    "The two upstream simulators: A serves the Anthropic deployment, B the OpenAI one"
+    a, b = Sim(), Sim()
+    yield a, b
+    a.close(); b.close()
+
+@pytest.fixture(scope='session')
+def proxy(psims):
+    "A LiteLLM proxy routing `lisette-test` over both simulators; session-scoped (it takes seconds to start)"
+    a, b = psims
+    hook = AUTH_HOOK.replace('{TEAM_KEYS!r}', repr({TEAM_KEY: 'team-lisette'}))
+    p = Proxy(proxy_config(a.anthropic_base, b.openai_base), files={'pxauth.py': hook})
+    p.start()
+    yield p
+    p.stop()
+    assert p.proc.returncode is not None, 'the proxy process is still running'
+    assert not p.left(), 'a process of the proxy group is still running'
+
+@pytest.fixture
+def pxy(proxy, psims):
+    "The proxy, with both simulators' scripts, defaults and records cleared before and after the test"
+    def clear():
+        for s in psims: s.reset(); s.default = None
+    clear()
+    yield proxy
+    clear()
