@@ -6,16 +6,16 @@
 __all__ = ['finish_notes', 'effort', 'CANCELLED', 'NOT_RUN', 'mk_part', 'mk_msg', 'mk_msgs', 'lite_mk_func', 'ToolError',
            'tool_args', 'resolve_tool', 'tool_text', 'tool_error', 'tool_result', 'run_tool', 'delta_text',
            'build_response', 'stream_with_complete', 'cite_footnotes', 'Usage', 'usage_of', 'finish_note',
-           'response_md', 'supports_prefill', 'supports_reasoning', 'cache_msgs', 'hist_msg', 'Turn', 'clip',
-           'StructuredError', 'Chat', 'structured', 'display_stream']
+           'supports_prefill', 'supports_reasoning', 'cache_msgs', 'hist_msg', 'Turn', 'clip', 'StructuredError',
+           'Chat', 'structured']
 
-# %% ../nbs/00_core.ipynb #dc4aa044
+# %% ../nbs/00_core.ipynb #982ab8b3
 import os
 os.environ.setdefault('LITELLM_LOCAL_MODEL_COST_MAP', 'True')
 import litellm
 litellm.suppress_debug_info = True
 
-# %% ../nbs/00_core.ipynb #8a6ff642
+# %% ../nbs/00_core.ipynb #bd2737ea
 import asyncio, base64, json, threading, time, warnings, weakref
 from functools import partial
 from dataclasses import dataclass, field
@@ -24,7 +24,7 @@ from fastcore.funccall import get_schema, call_func, handle_type
 from typing import get_type_hints
 from litellm import ModelResponse, ModelResponseStream
 
-# %% ../nbs/00_core.ipynb #8e0d42a7
+# %% ../nbs/00_core.ipynb #1c97f73e
 def _data_url(data:bytes, mime:str)->str: return f'data:{mime};base64,{base64.b64encode(data).decode()}'
 
 def mk_part(o)->dict:
@@ -38,7 +38,7 @@ def mk_part(o)->dict:
         raise ValueError(f"Bytes in a message must be an image or a PDF; these look like {mime or 'neither'}")
     raise TypeError(f"A message part must be str, bytes (image or PDF) or dict, not {type(o).__name__}")
 
-# %% ../nbs/00_core.ipynb #fb3dc483
+# %% ../nbs/00_core.ipynb #67e81407
 def mk_msg(content, # str, bytes, a list of parts, or a complete message dict
            role='user')->dict:
     "A chat message dict with `role` and `content`"
@@ -50,14 +50,14 @@ def mk_msg(content, # str, bytes, a list of parts, or a complete message dict
     if not content or (isinstance(content, str) and not content.strip()): raise ValueError("A message can't be empty")
     return {'role': role, 'content': content}
 
-# %% ../nbs/00_core.ipynb #059b60ec
+# %% ../nbs/00_core.ipynb #a8044698
 def mk_msgs(msgs)->list:
     "A list of message dicts from messages, or from strings that alternate user and assistant"
     if msgs is None: return []
     if isinstance(msgs, (str, dict)): msgs = [msgs]
     return [mk_msg(m, 'user' if i%2==0 else 'assistant') for i,m in enumerate(msgs)]
 
-# %% ../nbs/00_core.ipynb #fefbbcaa
+# %% ../nbs/00_core.ipynb #9cca36fa
 def lite_mk_func(f)->dict:
     "The litellm (OpenAI-format) tool schema for function `f`; a dict is taken as a ready schema"
     if isinstance(f, dict): return f
@@ -81,7 +81,7 @@ def _hints_schema(f)->dict:
               'required': [n for n,p in sig.parameters.items() if p.default is p.empty]}
     return {'name': f.__name__, 'description': f.__doc__.strip(), 'parameters': params | ({'$defs': defs} if defs else {})}
 
-# %% ../nbs/00_core.ipynb #f75343e2
+# %% ../nbs/00_core.ipynb #27014bdd
 class ToolError(Exception):
     "A tool call that can't run: its text goes back to the model as the result"
 
@@ -99,7 +99,7 @@ def resolve_tool(tc, ns:dict):
     if name not in ns: raise ToolError(f"no tool named {name!r}; the tools are: {', '.join(ns) or 'none'}")
     return ns[name], tool_args(tc)
 
-# %% ../nbs/00_core.ipynb #7d8e5a17
+# %% ../nbs/00_core.ipynb #def415a7
 def tool_text(res)->str:
     "The text the model sees for a tool's return value"
     if isinstance(res, str): return res
@@ -116,7 +116,7 @@ def tool_result(tc, content:str)->dict:
     "The tool message that answers tool call `tc`"
     return {'role': 'tool', 'tool_call_id': tc.id, 'name': tc.function.name, 'content': content}
 
-# %% ../nbs/00_core.ipynb #f491eceb
+# %% ../nbs/00_core.ipynb #7c1e5457
 def run_tool(tc, ns:dict)->str:
     "Run tool call `tc` from namespace `ns`; its result, or the error, as text"
     try:
@@ -124,7 +124,7 @@ def run_tool(tc, ns:dict)->str:
         return tool_text(call_func(f, args))
     except Exception as e: return tool_error(e)
 
-# %% ../nbs/00_core.ipynb #d2a201a6
+# %% ../nbs/00_core.ipynb #2520e22d
 def delta_text(chunk)->str|None:
     "The text in a streamed chunk, if any"
     return chunk.choices[0].delta.content if chunk.choices else None
@@ -142,7 +142,7 @@ def stream_with_complete(gen, postproc=None):
         yield o
     yield build_response(chunks, postproc)
 
-# %% ../nbs/00_core.ipynb #2b3eb5c9
+# %% ../nbs/00_core.ipynb #9ead2f3f
 def _citations(msg)->list:
     "The web citations of a message: Anthropic's via `provider_specific_fields`, OpenAI's `annotations`"
     psf = getattr(msg, 'provider_specific_fields', None) or {}
@@ -162,7 +162,7 @@ def cite_footnotes(res:ModelResponse)->ModelResponse:
     msg.content = f"{msg.content} {marks}\n\n{notes}"
     return res
 
-# %% ../nbs/00_core.ipynb #93676d35
+# %% ../nbs/00_core.ipynb #2e8a09b7
 @dataclass
 class Usage:
     "Tokens, web searches and cost, added up over rounds"
@@ -184,7 +184,7 @@ class Usage:
         cost = 'unknown' if self.cost is None else f"${self.cost:.6f}"
         return f"In: {self.prompt:,}; Out: {self.completion:,}{extra}; Cost: {cost}"
 
-# %% ../nbs/00_core.ipynb #fcd30ad5
+# %% ../nbs/00_core.ipynb #1d4928e6
 def _cost(res)->float|None:
     if (c := (getattr(res, '_hidden_params', None) or {}).get('response_cost')) is not None: return c
     if (c := getattr(res.usage, 'cost', None)) is not None: return c
@@ -200,7 +200,7 @@ def usage_of(res:ModelResponse)->Usage:
                  getattr(u, 'cache_creation_input_tokens', None) or 0, (cd and cd.reasoning_tokens) or 0,
                  (st and st.web_search_requests) or 0, _cost(res))
 
-# %% ../nbs/00_core.ipynb #5ea84449
+# %% ../nbs/00_core.ipynb #33d64aef
 finish_notes = {'length': "⚠️ The reply was cut off: it reached the max_tokens limit.",
                 'content_filter': "⚠️ The reply was stopped: the provider refused or filtered it."}
 
@@ -208,23 +208,7 @@ def finish_note(res:ModelResponse)->str|None:
     "A warning for a response that stopped short, or None"
     return finish_notes.get(res.choices[0].finish_reason)
 
-# %% ../nbs/00_core.ipynb #9e2bc1a5
-def _tool_call_md(tc)->str: return f"🔧 `{tc.function.name}({tc.function.arguments})`"
-
-def response_md(res:ModelResponse)->str:
-    "Markdown for a `ModelResponse`: its text, tool calls, and a `<details>` block"
-    msg = res.choices[0].message
-    parts = [msg.content or ''] + [_tool_call_md(tc) for tc in (msg.tool_calls or [])]
-    u = res.usage
-    use = f"in: {u.prompt_tokens}; out: {u.completion_tokens}; total: {u.total_tokens}" if u else 'n/a'
-    details = '\n'.join(f"- {k}: `{v}`" for k,v in [('id', res.id), ('model', res.model),
-                        ('finish_reason', res.choices[0].finish_reason), ('usage', use)])
-    return '\n\n'.join(p for p in parts if p) + f"\n\n<details>\n\n{details}\n\n</details>"
-
-@patch
-def _repr_markdown_(self:ModelResponse): return response_md(self)
-
-# %% ../nbs/00_core.ipynb #d73d249c
+# %% ../nbs/00_core.ipynb #657b793d
 effort = {'l': 'low', 'm': 'medium', 'h': 'high'}
 
 def _think_kw(think, temp)->dict:
@@ -232,20 +216,20 @@ def _think_kw(think, temp)->dict:
     if think not in effort: raise ValueError(f"think must be one of {', '.join(effort)}, not {think!r}")
     return {'reasoning_effort': effort[think]}
 
-# %% ../nbs/00_core.ipynb #5f75ce93
+# %% ../nbs/00_core.ipynb #c2d4009f
 def _search_kw(model:str, search)->dict:
     if not search: return {}
     if search not in effort: raise ValueError(f"search must be one of {', '.join(effort)}, not {search!r}")
     if not litellm.supports_web_search(model): raise ValueError(f"{model} can't search the web (per litellm's model info)")
     return {'web_search_options': {'search_context_size': effort[search]}}
 
-# %% ../nbs/00_core.ipynb #a277c74e
+# %% ../nbs/00_core.ipynb #7ff8678b
 def supports_prefill(model:str)->bool:
     "Does litellm's entry for `model` say it accepts an assistant prefill?"
     try: return bool(litellm.get_model_info(model).get('supports_assistant_prefill'))
     except Exception: return False
 
-# %% ../nbs/00_core.ipynb #eebed3d3
+# %% ../nbs/00_core.ipynb #f5054abd
 def supports_reasoning(model:str)->bool:
     "Does litellm send `reasoning_effort` on to `model`'s provider?"
     try:
@@ -253,7 +237,7 @@ def supports_reasoning(model:str)->bool:
         return 'reasoning_effort' in (litellm.get_supported_openai_params(model=name, custom_llm_provider=provider) or [])
     except Exception: return False
 
-# %% ../nbs/00_core.ipynb #9b7232fa
+# %% ../nbs/00_core.ipynb #18210bef
 def _with_cache(msg:dict)->dict:
     "A copy of `msg` whose last content part carries an ephemeral cache breakpoint"
     c = msg.get('content')
@@ -268,7 +252,7 @@ def cache_msgs(msgs:list, n=2)->list:
     if msgs and msgs[0]['role'] == 'system': idxs.append(0)
     return [_with_cache(m) if i in idxs else m for i,m in enumerate(msgs)]
 
-# %% ../nbs/00_core.ipynb #a4a7e002
+# %% ../nbs/00_core.ipynb #8321fa81
 def _hist_call(tc)->dict:
     d = tc.model_dump(exclude_none=True)
     try: tool_args(tc)
@@ -282,7 +266,7 @@ def hist_msg(msg)->dict:
     if tb := getattr(msg, 'thinking_blocks', None): d['thinking_blocks'] = [dict(b) for b in tb]
     return d
 
-# %% ../nbs/00_core.ipynb #2b4219ec
+# %% ../nbs/00_core.ipynb #255e4db9
 CANCELLED = "Error: the tool call was cancelled before it finished"
 NOT_RUN = "Error: not run: the tool rounds for this message are used up"
 
@@ -318,7 +302,7 @@ class Turn:
         self.first, self.chat.use = len(self.chat.hist), Usage()
         if self.msg is not None: self.chat.hist.append(self.msg)
 
-# %% ../nbs/00_core.ipynb #9e21d9d6
+# %% ../nbs/00_core.ipynb #d1cceb26
 @patch
 def next_request(self:Turn)->dict|None:
     if self.done: return None
@@ -326,7 +310,7 @@ def next_request(self:Turn)->dict|None:
     if final and self.rnd and self.final_prompt: self.chat.hist.append(mk_msg(self.final_prompt))
     return self.chat._request(self, final)
 
-# %% ../nbs/00_core.ipynb #4a0a27ef
+# %% ../nbs/00_core.ipynb #9ab80dfd
 @patch
 def finish_reply(self:Turn, res:ModelResponse)->ModelResponse:
     msg = res.choices[0].message
@@ -342,7 +326,7 @@ def prefill_chunk(self:Turn)->ModelResponseStream:
     "A chunk that shows the prefill, streamed before the model's own chunks"
     return ModelResponseStream(choices=[{'index': 0, 'delta': {'role': 'assistant', 'content': self.prefill}}])
 
-# %% ../nbs/00_core.ipynb #f82948ae
+# %% ../nbs/00_core.ipynb #f9689b6e
 @patch
 def take(self:Turn, res:ModelResponse)->list:
     "The tool calls of `res` to run now (none ends the turn)"
@@ -373,7 +357,7 @@ def answer(self:Turn, texts:list)->list:
     self.rnd += 1
     return results
 
-# %% ../nbs/00_core.ipynb #83658823
+# %% ../nbs/00_core.ipynb #1600ac35
 class StructuredError(ValueError):
     "The model did not make the object a `structured` call asked for"
 
@@ -390,7 +374,7 @@ def _take_structured(self:Turn, msg)->list:
     if err: raise StructuredError(f"The model's call of {f.__name__} failed: {err}")
     return []
 
-# %% ../nbs/00_core.ipynb #3be7b5ca
+# %% ../nbs/00_core.ipynb #cd24e183
 @patch
 def shrink(self:Turn, limit=2000)->bool:
     "Cut this turn's tool results to `limit` characters and make the next request final; False if none was longer"
@@ -402,7 +386,7 @@ def shrink(self:Turn, limit=2000)->bool:
     if cut: self.rnd = max(self.rnd, self.max_tool_rounds)
     return cut
 
-# %% ../nbs/00_core.ipynb #02859913
+# %% ../nbs/00_core.ipynb #5136e103
 class Chat:
     def __init__(self,
                  model:str,                # litellm model name, e.g. 'anthropic/claude-sonnet-4-5'
@@ -434,12 +418,12 @@ class Chat:
 
     def __repr__(self): return f"{type(self).__name__}({self.model!r}, {len(self.hist)} messages, tools={list(self.ns)})"
 
-# %% ../nbs/00_core.ipynb #b168e03c
+# %% ../nbs/00_core.ipynb #a303cb24
 def _check_temp(temp):
     if temp is not None and not (isinstance(temp, (int, float)) and 0 <= temp <= 2):
         raise ValueError(f"temp must be a number from 0 to 2, not {temp!r}")
 
-# %% ../nbs/00_core.ipynb #20efa31b
+# %% ../nbs/00_core.ipynb #81275a93
 @patch
 def _messages(self:Chat, turn:Turn)->list:
     msgs = ([{'role': 'system', 'content': self.sp}] if self.sp else []) + self.hist
@@ -459,7 +443,7 @@ def _request(self:Chat, turn:Turn, final:bool)->dict:
     if self._api_key: kw['api_key'] = self._api_key
     return kw | self.kw | turn.kw
 
-# %% ../nbs/00_core.ipynb #61e06545
+# %% ../nbs/00_core.ipynb #6fea283e
 @patch
 def _turn(self:Chat, msg=None, prefill='', temp=None, think=None, search=None, stream=False, max_tool_rounds=10,
           final_prompt=None, tool_timeout=None, structured=None, kw=None)->Turn:
@@ -483,7 +467,7 @@ def _turn(self:Chat, msg=None, prefill='', temp=None, think=None, search=None, s
                 max_tool_rounds=max_tool_rounds, final_prompt=final_prompt, structured=structured, kw=kw,
                 tool_timeout=self.tool_timeout if tool_timeout is None else tool_timeout)
 
-# %% ../nbs/00_core.ipynb #9e96667b
+# %% ../nbs/00_core.ipynb #b83d73c1
 @patch
 def _ask(self:Chat, turn:Turn):
     res = litellm.completion(**turn.req)
@@ -513,7 +497,7 @@ def _call_tools(self:Chat, turn:Turn, calls:list)->list:
     finally: results = turn.answer(texts)
     return results
 
-# %% ../nbs/00_core.ipynb #5496658d
+# %% ../nbs/00_core.ipynb #19c4cc39
 @patch
 def _run(self:Chat, turn:Turn):
     self._begin(turn)
@@ -529,7 +513,7 @@ def _run(self:Chat, turn:Turn):
             if calls := turn.take(o): yield from self._call_tools(turn, calls)
     finally: self._end(turn)
 
-# %% ../nbs/00_core.ipynb #f2400ff2
+# %% ../nbs/00_core.ipynb #cc1d0428
 @patch
 def _begin(self:Chat, turn:Turn):
     if (a := self._active) is not None and (g := a.gen()) is not None:
@@ -543,7 +527,7 @@ def _end(self:Chat, turn:Turn):
     if turn.ended is not None: turn.ended.set()
     turn.req = None
 
-# %% ../nbs/00_core.ipynb #b53291e6
+# %% ../nbs/00_core.ipynb #d141926e
 @patch
 def __call__(self:Chat,
              msg=None,               # the user's message: str, bytes, list of parts, or dict; None continues
@@ -572,7 +556,7 @@ def _gen(self:Chat, turn:Turn):
     turn.gen = weakref.ref(gen)
     return gen
 
-# %% ../nbs/00_core.ipynb #e1d9bb8e
+# %% ../nbs/00_core.ipynb #b6d4749a
 @patch
 def structured(self:Chat,
                msg,        # the user's message
@@ -587,26 +571,5 @@ def structured(model:str, msg, tool, **kw):
     "One message to `model` that must call `tool`; the object it made (`kw` as for `Chat`)"
     return Chat(model, **kw).structured(msg, tool)
 
-# %% ../nbs/00_core.ipynb #1cd054de
-def _details(summary:str, body:str, limit=2000)->str:
-    body = body if len(body) <= limit else body[:limit] + '…'
-    return f"\n\n<details><summary>{summary}</summary>\n\n```\n{body}\n```\n\n</details>\n\n"
-
-def _stream_md(md:str, o)->str:
-    "The markdown shown so far, `md`, with stream item `o` added"
-    if isinstance(o, ModelResponseStream): return md + (delta_text(o) or '')
-    if isinstance(o, ModelResponse):
-        return md + ''.join(_details(f"🔧 {tc.function.name}", tc.function.arguments or '')
-                            for tc in o.choices[0].message.tool_calls or [])
-    if isinstance(o, dict) and o.get('role') == 'tool': return md + _details(f"↩️ {o['name']}", o['content'])
-    return md
-
-def display_stream(gen):
-    "Show the stream `gen` as live markdown; the last full response"
-    from IPython.display import display, Markdown
-    md, h, last = '', display(Markdown(''), display_id=True), None
-    for o in gen:
-        md = _stream_md(md, o)
-        if isinstance(o, ModelResponse): last = o
-        if h: h.update(Markdown(md))
-    return last
+# %% ../nbs/00_core.ipynb #5d480bbd
+import lisette.display

@@ -97,7 +97,7 @@ def _choose_tool(llama, prompt, messages, tools, tool_choice):
     if tool_choice == 'required' and len(names) == 1: return names[0]
     opts = [json.dumps(f'functions.{n}:') for n in names] + (['"message:"'] if tool_choice != 'required' else [])
     g = LlamaGrammar.from_string(f"root ::= {' | '.join(opts)}", verbose=False)
-    said = llama.create_completion(prompt, max_tokens=32, temperature=0, grammar=g)['choices'][0]['text']
+    said = llama.create_completion(prompt, max_tokens=64, temperature=0, grammar=g)['choices'][0]['text']
     return said[len('functions.'):-1] if said.startswith('functions.') else None
 
 # %% ../nbs/03_local.ipynb #a35be1a0

@@ -38,40 +38,30 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     raise Exception('not a team key: let litellm check it')
 '''
 
-def proxy_config(anthropic_base:str, openai_base:str, model:str=MODEL, num_retries:int=2, auth_hook:bool=True)->str:
-    "The proxy's config.yaml: `model` load-balanced over an Anthropic and an OpenAI deployment"
+def _deployment(name:str, model:str, base:str, key:str)->str:
+    return f"  - model_name: {name}\n    litellm_params:\n      model: {model}\n      api_base: {base}\n      api_key: {key}\n"
+
+def proxy_config(anthropic_base:str, openai_base:str, model:str=MODEL, num_retries:int=2, auth_hook:bool=True,
+                 dead_port:int=None)->str:
+    """The proxy's config.yaml: `model` load-balanced over an Anthropic and an OpenAI deployment; `{model}-anthropic`
+    and `{model}-openai` pinned to one of them each; `{model}-flaky` whose Anthropic deployment is down"""
+    sonnet, gpt = lambda name, base: _deployment(name, 'anthropic/claude-sonnet-4-5', base, 'sk-ant-sim'), \
+                  lambda name, base: _deployment(name, 'openai/gpt-4o', base, 'sk-oai-sim')
+    dead = f'http://127.0.0.1:{dead_port or free_port()}'   # nothing listens there
+    models = (sonnet(model, anthropic_base) + gpt(model, openai_base) + sonnet(f'{model}-anthropic', anthropic_base)
+              + gpt(f'{model}-openai', openai_base) + sonnet(f'{model}-flaky', dead) + gpt(f'{model}-flaky', openai_base))
     hook = '  custom_auth: pxauth.user_api_key_auth\n  custom_auth_settings:\n    mode: auto\n' if auth_hook else ''
-    return textwrap.dedent(f'''\
-        model_list:
-          - model_name: {model}
-            litellm_params:
-              model: anthropic/claude-sonnet-4-5
-              api_base: {anthropic_base}
-              api_key: sk-ant-sim
-          - model_name: {model}
-            litellm_params:
-              model: openai/gpt-4o
-              api_base: {openai_base}
-              api_key: sk-oai-sim
-          - model_name: {model}-anthropic
-            litellm_params:
-              model: anthropic/claude-sonnet-4-5
-              api_base: {anthropic_base}
-              api_key: sk-ant-sim
-          - model_name: {model}-openai
-            litellm_params:
-              model: openai/gpt-4o
-              api_base: {openai_base}
-              api_key: sk-oai-sim
+    return 'model_list:\n' + models + textwrap.dedent(f'''\
         router_settings:
-          routing_strategy: simple-shuffle
-          num_retries: {num_retries}
+          routing_strategy: simple-shuffle   # pick a deployment of the group at random, per request
+          num_retries: {num_retries}                     # retry a failed request (the retry may pick the other deployment)
           retry_after: 0
-          allowed_fails: 1
-          cooldown_time: 1
+          allowed_fails: 1                   # a deployment failing more often than this in a minute ...
+          cooldown_time: 1                   # ... is left out of the shuffle for this many seconds
         litellm_settings:
-          drop_params: true
-          modify_params: true
+          drop_params: true     # gpt-4o takes no reasoning_effort: drop it rather than fail
+          modify_params: true   # a thinking request whose tool round came from a non-Anthropic deployment:
+                                # drop `thinking` for that request rather than have Anthropic reject it
         general_settings:
           master_key: os.environ/LITELLM_MASTER_KEY
         ''') + hook
