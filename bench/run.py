@@ -12,7 +12,7 @@ GPT, SONNET, KEY = 'openai/gpt-4o', 'anthropic/claude-sonnet-4-5', 'sk-bench'
 SLEEP, NTOOLS = 0.2, 8
 
 # The sizes and repetitions (A/B pairs) of a full run and of `--quick`
-FULL  = dict(n1=40, conc=256, n2=5, hist=800, n3=15, chunks=3000, n4=5, n5=7, n6=4)
+FULL  = dict(n1=100, conc=256, n2=4, hist=800, n3=16, chunks=3000, n4=4, n5=6, n6=3)
 QUICK = dict(n1=6,  conc=32,  n2=2, hist=100, n3=3,  chunks=300,  n4=2, n5=2, n6=1)
 
 # ---------------------------------------------------------------- the machine
@@ -43,6 +43,7 @@ async def ab_async(raw, lis, n, warm=1, prep=None):
     "Interleaved A/B (ABBA) timings of two coroutine functions: wall and client CPU seconds per run"
     prep = prep or (lambda: None)
     for _ in range(warm): await raw(); prep(); await lis()
+    gc.collect(); gc.freeze()   # what the warm-up imported lazily is permanent too: gc.collect() per run stays cheap
     S, C = dict(raw=[], lisette=[]), dict(raw=[], lisette=[])
     for i in range(n):
         for k, f in _orders(i, raw, lis):
@@ -55,6 +56,7 @@ async def ab_async(raw, lis, n, warm=1, prep=None):
 
 def ab_sync(raw, lis, n, warm=1):
     for _ in range(warm): raw(); lis()
+    gc.collect(); gc.freeze()
     S, C = dict(raw=[], lisette=[]), dict(raw=[], lisette=[])
     for i in range(n):
         for k, f in _orders(i, raw, lis):

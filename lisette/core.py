@@ -435,13 +435,13 @@ def _messages(self:Chat, turn:Turn)->list:
 def _request(self:Chat, turn:Turn, final:bool)->dict:
     kw = dict(model=self.model, messages=self._messages(turn), stream=turn.stream)
     kw |= _think_kw(turn.think, self.temp if turn.temp is None else turn.temp) | _search_kw(self.model, turn.search)
-    if self.tool_schemas:
-        kw['tools'] = self.tool_schemas
-        if final: kw['tool_choice'] = 'none'
+    if self.tool_schemas: kw['tools'] = self.tool_schemas
     if turn.stream: kw['stream_options'] = {'include_usage': True}
     if self.api_base: kw['api_base'] = self.api_base
     if self._api_key: kw['api_key'] = self._api_key
-    return kw | self.kw | turn.kw
+    kw = kw | self.kw | turn.kw
+    if final and kw.get('tools'): kw['tool_choice'] = 'none'  # whatever was asked, the last round is in words
+    return kw
 
 # %% ../nbs/00_core.ipynb #6fea283e
 @patch
