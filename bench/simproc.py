@@ -1,6 +1,6 @@
 """The simulator for the benchmarks: `lisette.testing.Sim` with a router that picks each reply from the request,
 run in a child process (the default) so that its server threads don't share the client's GIL, or in-process."""
-import multiprocessing as mp
+import multiprocessing as mp, time
 
 STREAM, TOOLS = 'bench:stream:', 'bench:tools:'
 TEXT = 'Hello! This is a short, simulated answer from the benchmark.'
@@ -54,9 +54,18 @@ class SimProc:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
         self.proc.start()
-        self.openai_base, self.anthropic_base = self.conn.recv()
-    def bodies(self)->list: self.conn.send('bodies'); return self.conn.recv()
-    def reset(self): self.conn.send('reset'); self.conn.recv()
+        self.openai_base, self.anthropic_base = self._recv(30)
+
+    def _recv(self, timeout=60):
+        "The child's answer; an error (not a hang) if it died, e.g. spawned from a script without a `__main__` guard"
+        end = time.monotonic() + timeout
+        while not self.conn.poll(0.1):
+            if not self.proc.is_alive() or time.monotonic() > end:
+                raise RuntimeError(f'the simulator process is gone (exit code {self.proc.exitcode}); '
+                                   'a script that starts it needs an `if __name__ == "__main__":` guard')
+        return self.conn.recv()
+    def bodies(self)->list: self.conn.send('bodies'); return self._recv()
+    def reset(self): self.conn.send('reset'); self._recv()
     def close(self):
         try: self.conn.send('stop')
         except (BrokenPipeError, OSError): pass

@@ -7,7 +7,7 @@ __all__ = ['astream_result', 'arun_tool', 'AsyncChat', 'StreamAbandoned', 'astru
 
 # %% ../nbs/01_async.ipynb #8b98ad66
 from .core import *  # first: it sets up a quiet, offline-friendly litellm before anything imports it
-from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error
+from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error, context_overflow
 from .display import adisplay_stream
 import asyncio, inspect, threading, time, weakref
 import litellm
@@ -86,8 +86,8 @@ async def _run(self:AsyncChat, turn:Turn):
             turn.req = req
             try:
                 async for o in self._ask(turn): yield o
-            except litellm.ContextWindowExceededError:
-                if turn.shrink(): continue
+            except litellm.BadRequestError as e:
+                if context_overflow(e) and turn.shrink(): continue
                 raise
             if calls := turn.take(o):
                 for r in await self._call_tools(turn, calls): yield r

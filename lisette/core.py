@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['STREAM_USAGE', 'finish_notes', 'effort', 'CANCELLED', 'NOT_RUN', 'schema_without_source', 'storable_call',
-           'takes_cache_control', 'mk_part', 'mk_msg', 'mk_msgs', 'lite_mk_func', 'ToolError', 'tool_args',
-           'resolve_tool', 'tool_text', 'tool_error', 'tool_result', 'run_tool', 'delta_text', 'build_response',
-           'stream_with_complete', 'cite_footnotes', 'Usage', 'usage_of', 'finish_note', 'supports_prefill',
-           'supports_reasoning', 'cache_msgs', 'hist_msg', 'Turn', 'clip', 'StructuredError', 'Chat', 'structured']
+           'takes_cache_control', 'context_overflow', 'mk_part', 'mk_msg', 'mk_msgs', 'lite_mk_func', 'ToolError',
+           'tool_args', 'resolve_tool', 'tool_text', 'tool_error', 'tool_result', 'run_tool', 'delta_text',
+           'build_response', 'stream_with_complete', 'cite_footnotes', 'Usage', 'usage_of', 'finish_note',
+           'supports_prefill', 'supports_reasoning', 'cache_msgs', 'hist_msg', 'Turn', 'clip', 'StructuredError',
+           'Chat', 'structured']
 
 # %% ../nbs/00_core.ipynb #982ab8b3
 import os
@@ -45,6 +46,13 @@ def storable_call(tc)->dict:
 
 # %% ../nbs/00_core.ipynb #5abed5bb
 def takes_cache_control(model:str)->bool: return 'claude' in model.lower()
+
+# %% ../nbs/00_core.ipynb #6b29ea76
+_overflow_words = ('ContextWindowExceededError', 'prompt is too long', 'context_length_exceeded', 'maximum context length')
+
+def context_overflow(e:Exception)->bool:
+    "Did the provider, or a proxy in front of it, say the request doesn't fit the model's context window?"
+    return isinstance(e, litellm.ContextWindowExceededError) or any(w in str(e) for w in _overflow_words)
 
 # %% ../nbs/00_core.ipynb #d73f9513
 STREAM_USAGE = {'stream_options': {'include_usage': True}}
@@ -416,6 +424,7 @@ class Chat:
         except Exception: raise ValueError(f"litellm doesn't know which provider serves {model!r}: "
                                            "name it as 'provider/model', e.g. 'anthropic/claude-sonnet-4-5'") from None
         _check_temp(temp); _search_kw(model, search)
+        if cache and not takes_cache_control(model): warnings.warn(f"cache=True: {model} is not a Claude model, so no cache breakpoints are added")
         self.model,self.sp,self.temp,self.cache,self.api_base,self.kw = model,sp,temp,cache,api_base,kw
         self.tool_timeout,self.search,self.max_result = tool_timeout,search,max_result
         self.tools = list(tools or [])
@@ -516,8 +525,8 @@ def _run(self:Chat, turn:Turn):
             turn.req = req
             try:
                 for o in self._ask(turn): yield o
-            except litellm.ContextWindowExceededError:
-                if turn.shrink(): continue
+            except litellm.BadRequestError as e:
+                if context_overflow(e) and turn.shrink(): continue
                 raise
             if calls := turn.take(o): yield from self._call_tools(turn, calls)
     finally: self._end(turn)

@@ -6,12 +6,12 @@ database (so no virtual keys: only the master key, and the static keys of a smal
 local model cost map, and a free port; teardown stops it and checks that nothing of it is left.
 
 Use it from a test module with `from proxy_fixture import *` (tests/ is on `sys.path` under pytest)."""
-import json, os, signal, socket, subprocess, sys, tempfile, textwrap, time, urllib.request
+import os, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time, urllib.request
 from pathlib import Path
 import pytest
 from lisette.testing import Sim
 
-__all__ = ['MODEL', 'MASTER_KEY', 'TEAM_KEY', 'free_port', 'proxy_config', 'Proxy', 'proxy', 'psims', 'pxy']
+__all__ = ['MODEL', 'MASTER_KEY', 'TEAM_KEY', 'free_port', 'auth_hook', 'proxy_config', 'Proxy', 'proxy', 'psims', 'pxy']
 
 MODEL = 'lisette-test'                 # the model name the proxy serves (clients ask for `openai/lisette-test`)
 MASTER_KEY = 'sk-lisette-master-test'  # the proxy's master key
@@ -25,11 +25,13 @@ def free_port()->int:
 # A proxy without a database can't check virtual keys: any key but the master key gets a 400 "No connected db.".
 # This hook (litellm's `custom_auth`, in `auto` mode) accepts a fixed set of `sk-team-` keys, answers any other
 # `sk-team-` key with a 401, and leaves every other key to litellm's own check (the master key, or that 400).
-AUTH_HOOK = '''
+def auth_hook(keys:dict)->str:
+    "The source of a `custom_auth` module accepting `keys` (key -> user id)"
+    return f'''
 from fastapi import Request
 from litellm.proxy._types import UserAPIKeyAuth, ProxyException
 
-TEAM_KEYS = {TEAM_KEYS!r}
+TEAM_KEYS = {keys!r}
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     if api_key in TEAM_KEYS: return UserAPIKeyAuth(api_key=api_key, user_id=TEAM_KEYS[api_key])
@@ -43,12 +45,12 @@ def _deployment(name:str, model:str, base:str, key:str)->str:
 
 def proxy_config(anthropic_base:str, openai_base:str, model:str=MODEL, num_retries:int=2, auth_hook:bool=True,
                  dead_port:int=None)->str:
-    """The proxy's config.yaml: `model` load-balanced over an Anthropic and an OpenAI deployment; `{model}-anthropic`
+    """The proxy's config.yaml: `model` load-balanced over an Anthropic and an OpenAI deployment; `{model}-claude`
     and `{model}-openai` pinned to one of them each; `{model}-flaky` whose Anthropic deployment is down"""
     sonnet, gpt = lambda name, base: _deployment(name, 'anthropic/claude-sonnet-4-5', base, 'sk-ant-sim'), \
                   lambda name, base: _deployment(name, 'openai/gpt-4o', base, 'sk-oai-sim')
     dead = f'http://127.0.0.1:{dead_port or free_port()}'   # nothing listens there
-    models = (sonnet(model, anthropic_base) + gpt(model, openai_base) + sonnet(f'{model}-anthropic', anthropic_base)
+    models = (sonnet(model, anthropic_base) + gpt(model, openai_base) + sonnet(f'{model}-claude', anthropic_base)
               + gpt(f'{model}-openai', openai_base) + sonnet(f'{model}-flaky', dead) + gpt(f'{model}-flaky', openai_base))
     hook = '  custom_auth: pxauth.user_api_key_auth\n  custom_auth_settings:\n    mode: auto\n' if auth_hook else ''
     return 'model_list:\n' + models + textwrap.dedent(f'''\
@@ -125,8 +127,13 @@ class Proxy:
             while self.left() and time.monotonic() < end: time.sleep(0.05)
             if not self.left(): break
 
+    def cleanup(self):
+        "Stop the proxy and remove its folder (config, hook, log)"
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def __enter__(self): self.start(); return self
-    def __exit__(self, *exc): self.stop()
+    def __exit__(self, *exc): self.cleanup()
 
 # ---------------------------------------------------------------- pytest fixtures
 
@@ -141,11 +148,10 @@ def psims():
 def proxy(psims):
     "A LiteLLM proxy routing `lisette-test` over both simulators; session-scoped (it takes seconds to start)"
     a, b = psims
-    hook = AUTH_HOOK.replace('{TEAM_KEYS!r}', repr({TEAM_KEY: 'team-lisette'}))
-    p = Proxy(proxy_config(a.anthropic_base, b.openai_base), files={'pxauth.py': hook})
+    p = Proxy(proxy_config(a.anthropic_base, b.openai_base), files={'pxauth.py': auth_hook({TEAM_KEY: 'team-lisette'})})
     p.start()
     yield p
-    p.stop()
+    p.cleanup()
     assert p.proc.returncode is not None, 'the proxy process is still running'
     assert not p.left(), 'a process of the proxy group is still running'
 

@@ -3,7 +3,9 @@ OpenAI-compatible endpoint (`openai/lisette-test` + `api_base`), and the proxy l
 translates to two simulated upstreams (Anthropic on sim A, OpenAI on sim B). Plain, streamed, tool loops,
 thinking, load balancing, the proxy's auth and failure answers, and 200 conversations at once."""
 import asyncio, json, time, urllib.request
+from importlib.metadata import PackageNotFoundError, version
 import pytest
+version('litellm-proxy-extras')  # no skip: the README's test command installs the `proxy` extra, so its absence fails here
 from lisette.core import Chat, delta_text       # first: it keeps litellm's import offline and quiet
 import litellm
 from litellm import ModelResponse, ModelResponseStream
@@ -83,7 +85,7 @@ def test_proxy_serves_the_group(pxy):
     assert pxy.startup < 60
     req = urllib.request.Request(pxy.url + '/v1/models', headers={'Authorization': f'Bearer {MASTER_KEY}'})
     with urllib.request.urlopen(req, timeout=10) as r: ids = {m['id'] for m in json.load(r)['data']}
-    assert {MODEL, f'{MODEL}-anthropic', f'{MODEL}-openai', f'{MODEL}-flaky'} <= ids
+    assert {MODEL, f'{MODEL}-claude', f'{MODEL}-openai', f'{MODEL}-flaky'} <= ids
 
 # ---------------------------------------------------------------- plain and streamed
 
@@ -150,7 +152,7 @@ async def test_thinking_passes_to_anthropic(pxy, psims, stream):
     "think='l' -> reasoning_effort -> the proxy's Anthropic deployment thinks; the thinking comes back, signed"
     a, b = psims
     a.default = lambda body: Reply(text='4', thinking='2+2 is 4')
-    chat = mk(pxy, AsyncChat, model=f'{MODEL}-anthropic')
+    chat = mk(pxy, AsyncChat, model=f'{MODEL}-claude')
     res = (await run(chat, 'What is 2+2?', stream=stream, think='l'))[-1]
     assert a.bodies[-1]['thinking'] == {'type': 'enabled', 'budget_tokens': 1024} and 'temperature' not in a.bodies[-1]
     msg = res.choices[0].message
@@ -164,7 +166,7 @@ async def test_thinking_tool_loop_keeps_signed_blocks(pxy, psims):
     "The thinking blocks of a tool round go back through the proxy, so Anthropic accepts round 2"
     a, b = psims
     a.default = agent('A', thinking='I should add')
-    chat = mk(pxy, AsyncChat, model=f'{MODEL}-anthropic', tools=[add])
+    chat = mk(pxy, AsyncChat, model=f'{MODEL}-claude', tools=[add])
     res = (await run(chat, 'add twice', stream=True, think='l'))[-1]
     assert text(res) == 'A: 3 and 70'
     r1, r2 = a.bodies
@@ -194,6 +196,84 @@ async def test_thinking_tool_loop_across_providers(pxy, psims):
     assert all(text(r)[3:] == '3 and 70' for r in res)
     assert all(valid(c.hist) for c in chats)
     all_accepted(psims)
+
+# ---------------------------------------------------------------- the rest of lisette through the proxy
+
+async def test_usage_and_cost_come_back(pxy, psims):
+    "Usage (cached tokens too) passes through; the cost is the proxy's, from its `x-litellm-response-cost` header"
+    a, b = psims
+    a.default = lambda body: Reply(text='ok', usage={'cache_read': 50})
+    chat = mk(pxy, AsyncChat, model=f'{MODEL}-claude')
+    res = await chat('hi')
+    hdr = res._hidden_params['additional_headers']
+    assert hdr['llm_provider-x-litellm-model-group'] == f'{MODEL}-claude'
+    assert chat.use.cached == 50 and chat.use.prompt > 50 and chat.use.completion > 0
+    assert chat.use.cost == pytest.approx(float(hdr['llm_provider-x-litellm-response-cost'])) and chat.use.cost > 0
+
+def test_structured(pxy, psims):
+    a, b = psims
+    def Point(x:int, y:int):
+        "A point in the plane"
+        return (x, y)
+    a.script(Reply(calls=[Call('Point', {'x': 1, 'y': 2})]))
+    chat = mk(pxy, Chat, model=f'{MODEL}-claude')
+    assert chat.structured('Make a point', Point) == (1, 2)
+    assert a.bodies[-1]['tool_choice'] == {'type': 'tool', 'name': 'Point'} and valid(chat.hist)
+
+@pytest.fixture
+def declared():
+    "Tell litellm (client side) what the proxy's `-claude` group can do: prefill, web search"
+    name = f'openai/{MODEL}-claude'
+    litellm.register_model({name: dict(litellm_provider='openai', mode='chat', supports_assistant_prefill=True,
+                                       supports_web_search=True)})
+    yield name
+    litellm.model_cost.pop(name, None)
+
+def test_prefill_and_search_need_declaring(pxy, psims):
+    "lisette asks litellm's model info about prefill and search, and it knows nothing of a proxy's model names"
+    for s, tag in zip(psims, 'AB'): s.default = echo(tag)
+    with pytest.warns(UserWarning, match="doesn't take a prefill"): mk(pxy, Chat)('hi', prefill='Sure')
+    assert all(b['messages'][-1]['role'] == 'user' for s in psims for b in s.bodies)
+    with pytest.raises(ValueError, match="can't search the web"): mk(pxy, Chat, search='l')
+
+def test_prefill_and_search_once_declared(pxy, psims, declared):
+    a, b = psims
+    a.default = lambda body: Reply(text=' world')
+    chat = mk(pxy, Chat, model=f'{MODEL}-claude', search='l')
+    res = chat('Say hello world', prefill='Hello')
+    assert text(res) == 'Hello world'
+    body = a.bodies[-1]
+    assert body['messages'][-1] == {'role': 'assistant', 'content': [{'type': 'text', 'text': 'Hello'}]}
+    assert body['tools'][0]['type'].startswith('web_search')
+    assert chat.hist[-1] == {'role': 'assistant', 'content': 'Hello world'}
+
+def test_cache_breakpoints(pxy, psims):
+    "lisette adds cache breakpoints only for model names with 'claude' in them; the proxy passes them on to Anthropic"
+    for s, tag in zip(psims, 'AB'): s.default = echo(tag)
+    mk(pxy, Chat, sp='Be brief.', cache=True)('hi')                # `openai/lisette-test`: lisette sends none
+    assert not any('cache_control' in json.dumps(b) for s in psims for b in s.bodies)
+    a, b = psims
+    mk(pxy, Chat, model=f'{MODEL}-claude', sp='Be brief.', cache=True)('hi')
+    assert a.bodies[-1]['system'][0]['cache_control'] == {'type': 'ephemeral'}
+    assert a.bodies[-1]['messages'][-1]['content'][-1]['cache_control'] == {'type': 'ephemeral'}
+
+def fetch()->str:
+    "Fetch the page"
+    return 'x' * 5000
+
+TOO_LONG = {'anthropic': Fault(status=400, body={'type': 'error', 'error': {'type': 'invalid_request_error',
+                                'message': 'prompt is too long: 250000 tokens > 200000 maximum'}}),
+            'openai': Fault(status=400, body={'error': {'type': 'invalid_request_error', 'code': 'context_length_exceeded',
+                                'param': 'messages', 'message': "This model's maximum context length is 128000 tokens. "
+                                                                "However, your messages resulted in 250000 tokens."}})}
+
+@pytest.mark.parametrize('fmt', ['openai', 'claude'])
+def test_context_window_recovery(pxy, psims, fmt):
+    s = psims[0 if fmt == 'claude' else 1]
+    s.script(Reply(calls=[Call('fetch')]), TOO_LONG['anthropic' if fmt == 'claude' else 'openai'], Reply(text='done'))
+    chat = mk(pxy, Chat, model=f'{MODEL}-{fmt}', tools=[fetch])
+    assert text(chat('Fetch it')) == 'done'
+    assert roles(chat.hist) == ['user', 'assistant', 'tool', 'assistant'] and len(chat.hist[2]['content']) < 5000
 
 # ---------------------------------------------------------------- load balancing
 
