@@ -7,7 +7,7 @@ __all__ = ['astream_result', 'arun_tool', 'AsyncChat', 'StreamAbandoned', 'astru
 
 # %% ../nbs/01_async.ipynb #8b98ad66
 from .core import *  # first: it sets up a quiet, offline-friendly litellm before anything imports it
-from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error, context_overflow
+from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error, context_overflow, tool_threads
 from .display import adisplay_stream
 import asyncio, inspect, threading, time, weakref
 import litellm
@@ -27,24 +27,11 @@ class astream_result:
         self.value = build_response(self.chunks, self.postproc)
 
 # %% ../nbs/01_async.ipynb #f6f98207
-def _in_thread(f, *args):
-    "A future for `f(*args)` run in a daemon thread"
-    loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    def settle(ok, v):
-        if not fut.done(): (fut.set_result if ok else fut.set_exception)(v)
-    def run():
-        try: res = (True, f(*args))
-        except BaseException as e: res = (False, e)
-        loop.call_soon_threadsafe(settle, *res)
-    threading.Thread(target=run, daemon=True).start()
-    return fut
-
 async def arun_tool(tc, ns:dict, timeout:float=None)->str:
     "Run tool call `tc` from namespace `ns`, awaited; its result, or the error, as text"
     try:
         f, args = resolve_tool(tc, ns)
-        call = call_func(f, args) if inspect.iscoroutinefunction(f) else _in_thread(call_func, f, args)
+        call = call_func(f, args) if inspect.iscoroutinefunction(f) else asyncio.wrap_future(tool_threads.submit(call_func, f, args))
         res = await asyncio.wait_for(call, timeout)
         if inspect.isawaitable(res): res = await asyncio.wait_for(res, timeout)
         return tool_text(res)

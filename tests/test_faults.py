@@ -80,7 +80,7 @@ def last_message(body):
     "('tool', None) if a request ends with tool results, else ('text', the last text of its last message)"
     m = body['messages'][-1]
     c = m.get('content')
-    if m.get('role') == 'tool' or (isinstance(c, list) and any(p.get('type') == 'tool_result' for p in c)): return 'tool', None
+    if m.get('role') == 'tool' or (isinstance(c, list) and c[-1].get('type') == 'tool_result'): return 'tool', None
     return 'text', c if isinstance(c, str) else [p.get('text') for p in c if p.get('type') == 'text'][-1]
 
 async def wait_until(cond, timeout=5.0):
@@ -170,7 +170,7 @@ async def test_provider_error_persists(sim, cls, stream, model, kind, where):
     ckw, kw = split_kw(where, num_retries=0)
     chat = mk(cls, sim, model, **ckw)
     with pytest.raises(ERRORS[kind]) as ei: await ask(chat, 'Hello?', stream, **kw)
-    assert ei.value.status_code == int(kind)
+    assert ei.value.status_code == int(kind) or (kind == '529' and 'overloaded' in str(ei.value)), ei.value.status_code  # litellm: Anthropic's 529 -> 500
     assert len(sim.requests) == 1, [r.status for r in sim.requests]
     assert chat.hist == [u('Hello?')]
     sim.reset(); sim.script(Reply(text='Back again.'))
@@ -457,10 +457,11 @@ async def test_bad_arguments(sim, cls, stream, model):
     res = dict(zip(BAD_ARGS, tool_texts(chat.hist)))
     for k in ('truncated_json', 'not_json', 'json_array', 'json_null', 'json_string'):
         assert res[k].startswith('Error: arguments'), (k, res[k])
-    assert res['no_arguments'].startswith('Error: TypeError') and 'missing' in res['no_arguments']
+    assert res['no_arguments'].startswith('Error:'), res['no_arguments']   # '' read as {} (missing a, b) or not an object
     assert res['extra_argument'].startswith('Error: TypeError') and "'c'" in res['extra_argument']
     assert res['missing_argument'].startswith('Error: TypeError') and "'b'" in res['missing_argument']
-    for tc in chat.hist[1]['tool_calls']: assert isinstance(json.loads(tc['function']['arguments']), dict)
+    for tc in chat.hist[1]['tool_calls']:   # kept as sent when it is an object (or empty), else as {}
+        assert tc['function']['arguments'] == '' or isinstance(json.loads(tc['function']['arguments']), dict), tc
     accepted(sim, model)
     await next_call_works(sim, chat, model, stream)
 
