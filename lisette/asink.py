@@ -9,7 +9,8 @@ __all__ = ['astream_result', 'arun_tool', 'AsyncChat', 'StreamAbandoned', 'astru
 from .core import *  # first: it sets up a quiet, offline-friendly litellm before anything imports it
 from .core import Turn, CANCELLED, build_response, resolve_tool, tool_text, tool_error, context_overflow, tool_threads
 from .display import adisplay_stream
-import asyncio, inspect, threading, time, weakref
+import asyncio, inspect, time, weakref
+from contextlib import aclosing
 import litellm
 from litellm import ModelResponse, ModelResponseStream
 from fastcore.utils import patch
@@ -32,14 +33,16 @@ async def arun_tool(tc, ns:dict, timeout:float=None)->str:
     try:
         f, args = resolve_tool(tc, ns)
         call = call_func(f, args) if inspect.iscoroutinefunction(f) else asyncio.wrap_future(tool_threads.submit(call_func, f, args))
-        res = await asyncio.wait_for(call, timeout)
-        if inspect.isawaitable(res): res = await asyncio.wait_for(res, timeout)
-        return tool_text(res)
+        task = asyncio.ensure_future(call)
+        try: done, _ = await asyncio.wait({task}, timeout=timeout)
+        finally: task.cancel()   # a no-op once done; else cancelled, and not waited for (it may ignore that)
+        if not done: raise TimeoutError()
+        return tool_text(task.result())
     except Exception as e: return tool_error(e)
 
 # %% ../nbs/01_async.ipynb #18f488b1
 class AsyncChat(Chat):
-    abandon_after = 1.0  # seconds a stream may sit unread while another call waits, before it is closed
+    abandon_after = 60.0  # seconds a stream may sit unread by a live reader while another call waits
     _last = None         # the call made last: the next one waits for it
 
 @patch
@@ -50,7 +53,8 @@ async def _ask(self:AsyncChat, turn:Turn):
         yield turn.finish_reply(res)
         return
     sr = astream_result(res, turn.finish_reply)
-    async for o in sr: yield o
+    async with aclosing(res):  # a reader that stops early closes the provider's stream at once
+        async for o in sr: yield o
     yield sr.value
 
 @patch
@@ -72,11 +76,13 @@ async def _run(self:AsyncChat, turn:Turn):
         while (req := turn.next_request()) is not None:
             turn.req = req
             try:
-                async for o in self._ask(turn): yield o
+                async for o in self._ask(turn):
+                    if isinstance(o, ModelResponse): calls = turn.take(o)  # recorded before it is handed out
+                    yield o
             except litellm.BadRequestError as e:
                 if context_overflow(e) and turn.shrink(): continue
                 raise
-            if calls := turn.take(o):
+            if calls:
                 for r in await self._call_tools(turn, calls): yield r
     finally: self._end(turn)
 
@@ -85,16 +91,23 @@ class StreamAbandoned(RuntimeError):
     "A stream was closed because a later call on its chat needed the chat while it sat unread"
 
 class _Stream:
-    "An async generator of a turn's output that knows how long its reader has left it unread"
-    def __init__(self, agen): self.agen,self.idle_since,self.abandoned = agen,time.monotonic(),False
+    "An async generator of a turn's output that knows who reads it, and how long it has been left unread"
+    def __init__(self, agen): self.agen,self.idle_since,self.abandoned,self.reader = agen,time.monotonic(),False,None
     def __aiter__(self): return self
     async def __anext__(self):
         if self.abandoned: raise StreamAbandoned("This stream was closed: a later call on its chat started while it sat unread")
-        self.idle_since = None
+        self.idle_since, self.reader = None, asyncio.current_task()
         try: return await self.agen.__anext__()
         finally: self.idle_since = time.monotonic()
     async def aclose(self): await self.agen.aclose()
     def idle_for(self): return None if self.idle_since is None else time.monotonic() - self.idle_since
+
+    def left(self, grace:float)->bool:
+        "Has its reader left it: not reading now, and its task ended, is the caller's own, or hasn't read for `grace` s?"
+        if (idle := self.idle_for()) is None: return False
+        r = self.reader
+        return r is None or r.done() or r is asyncio.current_task() or idle >= grace
+
     async def abandon(self):
         self.abandoned = True
         await self.agen.aclose()
@@ -109,10 +122,9 @@ async def _abegin(self:AsyncChat, turn:Turn):
                 turn.prev = None if p.started else p.prev
                 continue
             s = p.gen() if p is self._active else None
-            idle = s.idle_for() if s else None
-            if idle is not None and idle >= self.abandon_after: await s.abandon()
+            if s is not None and s.left(self.abandon_after): await s.abandon()
             else:
-                try: await asyncio.wait_for(p.ended.wait(), self.abandon_after - (idle or 0))
+                try: await asyncio.wait_for(p.ended.wait(), 1.0)
                 except (TimeoutError, asyncio.TimeoutError): pass
     except BaseException:
         turn.ended.set()
