@@ -330,7 +330,7 @@ async def test_deployment_down_retries_the_other(pxy, psims, after_cooldown, cls
     a, b = psims
     a.default, b.default = (lambda body: Fault(status=500)), agent('B')
     for i in range(4):
-        chat = mk(pxy, cls, tools=[add])
+        chat = mk(pxy, cls, tools=[add], num_retries=3)   # the proxy's own retries may land on A again
         res = (await run(chat, f'add {i}', stream=stream))[-1]
         assert text(res) == 'B: 3 and 70'
         assert roles(chat.hist) == ['user', 'assistant', 'tool', 'tool', 'assistant'] and valid(chat.hist)
@@ -343,7 +343,7 @@ async def test_deployment_unreachable_retries_the_other(pxy, psims, after_cooldo
     a, b = psims
     b.default = echo('B')
     for i in range(6):
-        chat = mk(pxy, cls, model=f'{MODEL}-flaky')
+        chat = mk(pxy, cls, model=f'{MODEL}-flaky', num_retries=3)
         [res] = await run(chat, f'hi {i}')
         assert text(res) == f'B: hi {i}' and roles(chat.hist) == ['user', 'assistant']
     assert served(psims) == (0, 6)
@@ -352,7 +352,7 @@ async def test_deployment_unreachable_retries_the_other(pxy, psims, after_cooldo
 async def test_all_deployments_down(pxy, psims, after_cooldown, cls):
     "Nothing answers: the error reaches the user, the history keeps just the message, and `chat()` goes on later"
     for s in psims: s.default = lambda body: Fault(status=500)
-    chat = mk(pxy, cls, max_retries=0)    # the proxy retries; the client needn't (see the next test)
+    chat = mk(pxy, cls)
     with pytest.raises(litellm.InternalServerError): await run(chat, 'hi')
     assert chat.hist == [{'role': 'user', 'content': 'hi'}]
     assert all(r.status == 500 for s in psims for r in s.requests) and sum(served(psims)) == 3   # 1 + num_retries
@@ -361,12 +361,12 @@ async def test_all_deployments_down(pxy, psims, after_cooldown, cls):
     [res] = await run(chat)
     assert text(res)[3:] == 'hi' and roles(chat.hist) == ['user', 'assistant']
 
-def test_client_and_proxy_retries_multiply(pxy, psims, after_cooldown):
-    "By default the OpenAI client litellm uses retries a proxy's 500 twice: 3 tries x (1 + num_retries) upstream"
+def test_client_and_proxy_retries_dont_multiply(pxy, psims, after_cooldown):
+    "lisette turns off the OpenAI client's own retries (two, by default): one request to the proxy, 1 + num_retries upstream"
     for s in psims: s.default = lambda body: Fault(status=500)
     chat = mk(pxy, Chat)
     with pytest.raises(litellm.InternalServerError): chat('hi')
-    assert sum(served(psims)) == 9 and chat.hist == [{'role': 'user', 'content': 'hi'}]
+    assert sum(served(psims)) == 3 and chat.hist == [{'role': 'user', 'content': 'hi'}]
 
 # ---------------------------------------------------------------- scale
 
