@@ -25,7 +25,7 @@ class astream_result:
         async for o in self.agen:
             self.chunks.append(o)
             yield o
-        self.value = build_response(self.chunks, self.postproc)
+        self.value = build_response(self.chunks, self.postproc, self.agen)
 
 # %% ../nbs/01_async.ipynb #f6f98207
 async def arun_tool(tc, ns:dict, timeout:float=None)->str:
