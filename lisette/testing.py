@@ -10,7 +10,7 @@ from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 # %% auto #0
-__all__ = ['Call', 'Reply', 'Fault', 'split_text', 'usage_of', 'finish_of', 'anthropic_json', 'anthropic_events', 'openai_json',
+__all__ = ['Call', 'Reply', 'Fault', 'split_text', 'sim_usage', 'finish_of', 'anthropic_json', 'anthropic_events', 'openai_json',
            'openai_events', 'error_body', 'check_anthropic', 'check_openai', 'Request', 'Sim']
 
 # %% ../nbs/02_testing.ipynb #eb0dec0d
@@ -69,7 +69,7 @@ def split_text(s:str, n:int|None=None)->list:
 # %% ../nbs/02_testing.ipynb #1543bd93
 def _quarter(*ss): return sum(len(s) for s in ss if s)//4
 
-def usage_of(reply:Reply, body:dict)->dict:
+def sim_usage(reply:Reply, body:dict)->dict:
     "The neutral usage counts for `reply` answering `body`"
     prompt = json.dumps([body.get('system'), body.get('messages'), body.get('tools')])
     reasoning = _quarter(reply.thinking) + 1 if reply.thinking else 0
@@ -118,14 +118,14 @@ def anthropic_json(reply:Reply, body:dict, rid:str='sim')->dict:
     "`reply` as a non-streamed Anthropic Messages response to `body`"
     return dict(id=reply.id or f'msg_{rid}', type='message', role='assistant', model=reply.model or body.get('model'),
                 content=_blocks_a(reply, rid), stop_reason=finish_of(reply, 'anthropic'), stop_sequence=None,
-                usage=_usage_a(usage_of(reply, body)))
+                usage=_usage_a(sim_usage(reply, body)))
 
 # %% ../nbs/02_testing.ipynb #834feb3e
 def _pieces(s, n=3): return split_text(s, min(n, len(s))) if s else []
 
 def anthropic_events(reply:Reply, body:dict, rid:str='sim')->list:
     "`reply` as the list of Anthropic streaming events answering `body`"
-    start = _usage_a(usage_of(reply, body)) | dict(output_tokens=1)
+    start = _usage_a(sim_usage(reply, body)) | dict(output_tokens=1)
     start.pop('server_tool_use', None)
     evs = [dict(type='message_start', message=dict(id=reply.id or f'msg_{rid}', type='message', role='assistant',
                 model=reply.model or body.get('model'), content=[], stop_reason=None, stop_sequence=None, usage=start))]
@@ -147,7 +147,7 @@ def anthropic_events(reply:Reply, body:dict, rid:str='sim')->list:
         evs += [dict(type='content_block_delta', index=i, delta=d) for d in deltas]
         evs.append(dict(type='content_block_stop', index=i))
     evs.append(dict(type='message_delta', delta=dict(stop_reason=finish_of(reply, 'anthropic'), stop_sequence=None),
-                    usage=_usage_a(usage_of(reply, body))))
+                    usage=_usage_a(sim_usage(reply, body))))
     evs.append(dict(type='message_stop'))
     return evs
 
@@ -178,7 +178,7 @@ def openai_json(reply:Reply, body:dict, rid:str='sim')->dict:
     return dict(id=reply.id or f'chatcmpl-{rid}', object='chat.completion', created=int(time.time()),
                 model=reply.model or body.get('model'), system_fingerprint='fp_sim',
                 choices=[dict(index=0, message=msg, logprobs=None, finish_reason=finish_of(reply, 'openai'))],
-                usage=_usage_o(usage_of(reply, body)))
+                usage=_usage_o(sim_usage(reply, body)))
 
 # %% ../nbs/02_testing.ipynb #d98a17ff
 def openai_events(reply:Reply, body:dict, rid:str='sim')->list:
@@ -196,7 +196,7 @@ def openai_events(reply:Reply, body:dict, rid:str='sim')->list:
         evs.append(chunk(dict(tool_calls=[dict(index=i, id=tc['id'], type='function', function=dict(name=tc['function']['name'], arguments=''))])))
         evs += [chunk(dict(tool_calls=[dict(index=i, function=dict(arguments=p))])) for p in _pieces(tc['function']['arguments'])]
     evs.append(chunk({}, finish_of(reply, 'openai')))
-    if with_usage: evs.append(head | dict(choices=[], usage=_usage_o(usage_of(reply, body))))
+    if with_usage: evs.append(head | dict(choices=[], usage=_usage_o(sim_usage(reply, body))))
     return evs
 
 # %% ../nbs/02_testing.ipynb #542038bd

@@ -17,10 +17,7 @@ MODEL = 'lisette-test'                 # the model name the proxy serves (client
 MASTER_KEY = 'sk-lisette-master-test'  # the proxy's master key
 TEAM_KEY = 'sk-team-lisette'           # a static key the `custom_auth` hook accepts (virtual keys need a DB)
 
-def free_port()->int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from lisette.local import free_port  # a free loopback port, as the local model's server gets
 
 # A proxy without a database can't check virtual keys: any key but the master key gets a 400 "No connected db.".
 # This hook (litellm's `custom_auth`, in `auto` mode) accepts a fixed set of `sk-team-` keys, answers any other

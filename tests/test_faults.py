@@ -812,9 +812,10 @@ def heap_in_use()->int:
     return mi.uordblks + mi.hblkhd + _pymalloc_bytes()
 
 def lisette_objects()->int:
-    "How many chats, turns, streams and responses are alive"
-    kinds = (Turn, AsyncChat, ModelResponse, ModelResponseStream)
-    return sum(isinstance(o, kinds) or type(o).__name__ == '_Stream' for o in gc.get_objects())
+    """How many chats, turns, streams and responses are alive. By exact type: `isinstance` with pydantic's models
+    (ABCs) over every object would fill the ABCs' caches, and that would show as heap growth"""
+    names = {'Turn', 'Chat', 'AsyncChat', '_Stream', 'ModelResponse', 'ModelResponseStream'}
+    return sum(type(o).__name__ in names and type(o).__module__.startswith(('lisette', 'litellm')) for o in gc.get_objects())
 
 async def test_500_chats_at_once_then_memory_returns():
     """500 `AsyncChat`s at once (half Anthropic, half OpenAI), each a streamed tool round: all end with their own
@@ -837,14 +838,16 @@ async def test_500_chats_at_once_then_memory_returns():
                 assert roles(c.hist) == ['user', 'assistant', 'tool', 'assistant'] and tool_texts(c.hist) == [str(i+1)]
                 assert sum(isinstance(o, dict) for o in out) == 1 and sum(isinstance(o, ModelResponse) for o in out) == 2
             del chats, outs
+            await asyncio.sleep(0.5)   # let litellm's background work for the batch (logging, connection release) finish
             return el
         objs0 = lisette_objects()
+        def fds(): return len(os.listdir('/proc/self/fd'))
         t_warm = await batch(100)
-        m0 = heap_in_use()
+        m0, f0 = heap_in_use(), fds()
         t1 = await batch(500)
-        m1, objs1 = heap_in_use(), lisette_objects()
+        m1, objs1, f1 = heap_in_use(), lisette_objects(), fds()
         t2 = await batch(500)
-        m2, objs2 = heap_in_use(), lisette_objects()
+        m2, objs2, f2 = heap_in_use(), lisette_objects(), fds()
     finally:
         proc.stdin.close()
         stats = proc.stdout.read().split()
@@ -853,8 +856,8 @@ async def test_500_chats_at_once_then_memory_returns():
     growth = (m2 - m1) / 500
     figures = (f'batches took {t_warm:.1f} s (100), {t1:.1f} s and {t2:.1f} s (500 each); heap in use '
                f'{m0/1e6:.1f} MB after warm-up, {m1/1e6:.1f} MB after the first 500 ({(m1-m0)/500:+,.0f} B a conversation), '
-               f'{m2/1e6:.1f} MB after the second ({growth:+,.0f} B a conversation); {n_req} requests')
+               f'{m2/1e6:.1f} MB after the second ({growth:+,.0f} B a conversation); {n_req} requests; open files {f0}, {f1}, {f2}')
     print(figures)
     assert (n_req, n_rejected, n_failed) == (2200, 0, 0)
-    assert objs1 == objs0 and objs2 == objs0, (objs0, objs1, objs2)
-    assert growth < 5 * 1024, figures
+    assert objs1 <= objs0 and objs2 <= objs0, (objs0, objs1, objs2)   # none outlives its batch (earlier tests' may go)
+    assert growth < 1536, figures   # ~300 B measured; keeping each chat's history alive would add ~2 KB

@@ -148,7 +148,7 @@ def test_demo_runs_a_tool_round():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith('[local model: openai/smollm2') and lines[1].startswith('[tool call] add(')
-    assert lines[2] == '[tool result] 38' and '38' in lines[3] and lines[-1].startswith('[2 rounds, 1 tool call, ')
+    assert lines[2] == '[tool result] 38' and '38' in lines[3] and lines[-1].startswith('[2 rounds, 1 tool call; In: ')
     assert marked(mark) == []
 
 def test_demo_interrupted_mid_stream():
