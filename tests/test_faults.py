@@ -14,80 +14,15 @@ from litellm import ModelResponse, ModelResponseStream
 from lisette.asink import AsyncChat, StreamAbandoned
 from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai, anthropic_events, openai_events
 
-SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'
-MODELS = pytest.mark.parametrize('model', [SONNET, GPT], ids=['anthropic', 'openai'])
 CLASSES = pytest.mark.parametrize('cls', [Chat, AsyncChat], ids=['sync', 'async'])
 STREAMS = pytest.mark.parametrize('stream', [False, True], ids=['plain', 'stream'])
 WHERE = pytest.mark.parametrize('where', ['chat', 'call'])   # a setting given to the chat, or to one call
 LISETTE = str(Path(lisette.__file__).parent)
 ROOT = Path(__file__).resolve().parent.parent
 
-# ---------------------------------------------------------------- fixtures and helpers
+from helpers import *
 
-@pytest.fixture(scope='module')
-def _sim():
-    s = Sim()
-    yield s
-    s.close()
-
-@pytest.fixture
-def sim(_sim):
-    "The module's simulator, with an empty script, no default and no recorded requests"
-    _sim.reset(); _sim.default = None
-    yield _sim
-    _sim.reset(); _sim.default = None
-
-def base(sim, model): return sim.anthropic_base if model == SONNET else sim.openai_base
-def check(model): return check_anthropic if model == SONNET else check_openai
-def mk(cls, sim, model, **kw): return cls(model, api_base=base(sim, model), api_key='sk-test', **kw)
-def text(res): return res.choices[0].message.content
-def u(s): return {'role': 'user', 'content': s}
-def a(s): return {'role': 'assistant', 'content': s}
-def roles(hist): return [m['role'] for m in hist]
-def tool_texts(hist): return [m['content'] for m in hist if m['role'] == 'tool']
 def split_kw(where, **kw): return (kw, {}) if where == 'chat' else ({}, kw)
-
-def accepted(sim, model, i=-1):
-    "The `i`th request was answered (not rejected) and its transcript passes the provider's strict check"
-    req = sim.requests[i]
-    assert not req.rejected, req.problems
-    assert req.status == 200, req.status
-    assert check(model)(req.body) == []
-
-def body_texts(body)->list:
-    "Every text of every message of a request body, in order (either wire format)"
-    out = []
-    for m in body['messages']:
-        c = m.get('content')
-        if isinstance(c, str): out.append(c)
-        elif isinstance(c, list):
-            for p in c:
-                if p.get('type') == 'text': out.append(p['text'])
-                elif p.get('type') == 'tool_result':
-                    cc = p.get('content')
-                    out += [cc] if isinstance(cc, str) else [q.get('text') for q in cc or []]
-    return out
-
-def tool_use_ids(body)->list:
-    "The tool call ids a request body carries (either wire format)"
-    ids = []
-    for m in body['messages']:
-        ids += [tc['id'] for tc in m.get('tool_calls') or []]
-        if isinstance(m.get('content'), list): ids += [p['id'] for p in m['content'] if p.get('type') == 'tool_use']
-    return ids
-
-def last_message(body):
-    "('tool', None) if a request ends with tool results, else ('text', the last text of its last message)"
-    m = body['messages'][-1]
-    c = m.get('content')
-    if m.get('role') == 'tool' or (isinstance(c, list) and c[-1].get('type') == 'tool_result'): return 'tool', None
-    return 'text', c if isinstance(c, str) else [p.get('text') for p in c if p.get('type') == 'text'][-1]
-
-async def wait_until(cond, timeout=5.0):
-    t = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t < timeout, 'timed out waiting'
-        await asyncio.sleep(0.005)
 
 async def collect(chat, msg=None, stream=False, out=None, each=None, **kw)->list:
     "Everything one call yields (a stream's items, or `return_all`'s list), appended to `out` as it comes"

@@ -1,0 +1,74 @@
+"""Helpers shared by the tests that talk to `lisette.testing.Sim`: a per-module simulator, chats pointed at it,
+and readers of histories and request bodies."""
+import asyncio, time
+import pytest
+from lisette.core import Chat   # first: it keeps litellm's import offline and quiet
+from lisette.testing import Sim, check_anthropic, check_openai
+
+SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'
+MODELS = pytest.mark.parametrize('model', [SONNET, GPT], ids=['anthropic', 'openai'])
+
+@pytest.fixture(scope='module')
+def module_sim():
+    s = Sim()
+    yield s
+    s.close()
+
+@pytest.fixture
+def sim(module_sim):
+    "The module's simulator, with an empty script, no default and no recorded requests"
+    module_sim.reset(); module_sim.default = None
+    yield module_sim
+    module_sim.reset(); module_sim.default = None
+
+def base(sim, model): return sim.anthropic_base if model.startswith('anthropic') else sim.openai_base
+def check(model): return check_anthropic if model.startswith('anthropic') else check_openai
+def mk(cls, sim, model, **kw): return cls(model, api_base=base(sim, model), api_key='sk-test', **kw)
+def text(res): return res.choices[0].message.content
+def u(s): return {'role': 'user', 'content': s}
+def a(s): return {'role': 'assistant', 'content': s}
+def roles(hist): return [m['role'] for m in hist]
+def tool_texts(hist): return [m['content'] for m in hist if m['role'] == 'tool']
+
+def accepted(sim, model, i=-1):
+    "The `i`th request was answered (not rejected) and its transcript passes the provider's strict check"
+    req = sim.requests[i]
+    assert not req.rejected, req.problems
+    assert req.status == 200, req.status
+    assert check(model)(req.body) == []
+
+def body_texts(body)->list:
+    "Every text of every message of a request body, in order (either wire format)"
+    out = []
+    for m in body['messages']:
+        c = m.get('content')
+        if isinstance(c, str): out.append(c)
+        elif isinstance(c, list):
+            for p in c:
+                if p.get('type') == 'text': out.append(p['text'])
+                elif p.get('type') == 'tool_result':
+                    cc = p.get('content')
+                    out += [cc] if isinstance(cc, str) else [q.get('text') for q in cc or []]
+    return out
+
+def tool_use_ids(body)->list:
+    "The tool call ids a request body carries (either wire format)"
+    ids = []
+    for m in body['messages']:
+        ids += [tc['id'] for tc in m.get('tool_calls') or []]
+        if isinstance(m.get('content'), list): ids += [p['id'] for p in m['content'] if p.get('type') == 'tool_use']
+    return ids
+
+def last_message(body):
+    "('tool', None) if a request ends with tool results, else ('text', the last text of its last message)"
+    m = body['messages'][-1]
+    c = m.get('content')
+    if m.get('role') == 'tool' or (isinstance(c, list) and c[-1].get('type') == 'tool_result'): return 'tool', None
+    return 'text', c if isinstance(c, str) else [p.get('text') for p in c if p.get('type') == 'text'][-1]
+
+async def wait_until(cond, timeout=5.0):
+    t = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t < timeout, 'timed out waiting'
+        await asyncio.sleep(0.005)
+
