@@ -231,10 +231,12 @@ def broken(model, kind)->Fault:
             'malformed_text_event': Fault(malformed=texts[1], then=broken_reply()),
             'malformed_tool_args_event': Fault(malformed=args[0], then=broken_reply()),
             'cut_json_body': Fault(cut_after=40, then=broken_reply()),
+            'overloaded_mid_stream': Fault(status=529, cut_after=args[0] + 1, then=broken_reply()),  # an error event, then the end
             'malformed_json_body': Fault(malformed=True, then=broken_reply())}[kind]
 
-BROKEN = [(True, 'cut_after_first_event'), (True, 'cut_inside_tool_args'), (True, 'malformed_text_event'),
-          (True, 'malformed_tool_args_event'), (False, 'cut_json_body'), (False, 'malformed_json_body')]
+BROKEN = [(True, 'cut_after_first_event'), (True, 'cut_inside_tool_args'), (True, 'overloaded_mid_stream'),
+          (True, 'malformed_text_event'), (True, 'malformed_tool_args_event'), (False, 'cut_json_body'),
+          (False, 'malformed_json_body')]
 
 def summary(items)->str:
     "A short account of what a call yielded"
@@ -521,7 +523,8 @@ STOPS = {   # where a reader stops (or, cancelled, sits busy with the item it ju
 ROUND_DROPPED = dict(hist=[u(Q)], ids=[])
 ROUND_KEPT = dict(roles=['user', 'assistant', 'tool', 'tool'], ids=['call_add', 'call_wait'])
 EXPECT = {'queued': dict(hist=[u('A?'), a('A done.')], ids=[]), 'sending': ROUND_DROPPED, 'in_flight': ROUND_DROPPED,
-          'first_chunk': ROUND_DROPPED, 'between_chunks': ROUND_DROPPED, 'full_response': ROUND_DROPPED,
+          'first_chunk': ROUND_DROPPED, 'between_chunks': ROUND_DROPPED,
+          'full_response': [ROUND_DROPPED, ROUND_KEPT | dict(tools=None)],   # dropped, or kept with every call answered unrun
           'tools_running': ROUND_KEPT | dict(tools=['5', CANCELLED]),
           'after_results': ROUND_KEPT | dict(tools=['5', 'waited']), 'round2': ROUND_KEPT | dict(tools=['5', 'waited'])}
 
@@ -581,15 +584,19 @@ async def test_cancel_or_abandon_at_every_point(sim, model, mode, point, action)
     else: kept = await asyncio.wait_for(task, 5)
     if first: assert text(await asyncio.wait_for(first, 5)) == 'A done.'
 
-    exp = EXPECT[point]
     res = await asyncio.wait_for(chat('Next?'), 5)
     assert text(res) == 'Next answer.'
     h = chat.hist
     assert h[-2:] == [u('Next?'), a('Next answer.')]
-    if 'hist' in exp: assert h[:-2] == exp['hist']
-    else:
-        assert h[0] == u(Q) and roles(h[:-2]) == exp['roles']
-        assert tool_texts(h) == exp['tools']
+    def fits(e):
+        if 'hist' in e: return h[:-2] == e['hist']
+        ts = tool_texts(h)
+        return (h[0] == u(Q) and roles(h[:-2]) == e['roles'] and
+                (ts == e['tools'] if e['tools'] is not None else all(t.startswith('Error:') for t in ts)))
+    exps = EXPECT[point] if isinstance(EXPECT[point], list) else [EXPECT[point]]
+    assert any(fits(e) for e in exps), f'after {action} at {point}, the history is {h[:-2]}'
+    exp = next(e for e in exps if fits(e))
+    if point not in ('tools_running', 'after_results', 'round2'): assert not started.is_set()   # no tool ran
     accepted(sim, model)
     assert tool_use_ids(sim.bodies[-1]) == exp['ids']
     if kept is not None:
