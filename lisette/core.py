@@ -6,9 +6,10 @@
 __all__ = ['tool_threads', 'STREAM_USAGE', 'finish_notes', 'effort', 'CANCELLED', 'NOT_RUN', 'mk_part', 'mk_msg', 'mk_msgs',
            'lite_mk_func', 'ToolError', 'tool_args', 'typed_args', 'resolve_tool', 'tool_text', 'tool_error',
            'tool_result', 'run_tool', 'DaemonThreads', 'schema_without_source', 'storable_call', 'takes_cache_control',
-           'context_overflow', 'retry_kw', 'check_stream', 'delta_text', 'build_response', 'stream_with_complete',
-           'cite_footnotes', 'Usage', 'usage_of', 'finish_note', 'supports_prefill', 'supports_reasoning', 'cache_msgs',
-           'hist_msg', 'Turn', 'clip', 'StructuredError', 'Chat', 'Secret', 'structured']
+           'context_overflow', 'close_stream', 'retry_kw', 'check_stream', 'delta_text', 'build_response',
+           'stream_with_complete', 'cite_footnotes', 'Usage', 'usage_of', 'finish_note', 'supports_prefill',
+           'supports_reasoning', 'cache_msgs', 'hist_msg', 'Turn', 'clip', 'StructuredError', 'Chat', 'Secret',
+           'structured']
 
 # %% ../nbs/00_core.ipynb #982ab8b3
 import os
@@ -212,13 +213,31 @@ def context_overflow(e:Exception)->bool:
     "Did the provider, or a proxy in front of it, say the request doesn't fit the model's context window?"
     return isinstance(e, litellm.ContextWindowExceededError) or any(w in str(e) for w in _overflow_words)
 
+# %% ../nbs/00_core.ipynb #244d64ca
+def close_stream(stream):
+    "Close the HTTP response that litellm's sync `stream` holds, however far it was read"
+    cs = getattr(stream, 'completion_stream', None)
+    for o in (getattr(cs, '_iterator', None), getattr(cs, 'streaming_response', None), cs):
+        if callable(getattr(o, 'close', None)):
+            try: o.close()
+            except Exception: pass
+
 # %% ../nbs/00_core.ipynb #d73f9513
 STREAM_USAGE = {'stream_options': {'include_usage': True}}
 
 # %% ../nbs/00_core.ipynb #4ceb922a
+# The providers litellm 1.106 sends through the OpenAI client, so that `max_retries=n` (alone) means n+1
+# requests, and `num_retries=n` meant more: measured against the simulator, one provider at a time.
+_client_retrying = {'openai', 'azure', 'aiml', 'apertis', 'cerebras', 'chatgpt', 'chutes', 'cognition', 'cortecs',
+    'darkbloom', 'dashscope', 'docker_model_runner', 'empower', 'friendliai', 'galadriel', 'github', 'helicone',
+    'lambda_ai', 'libertai', 'litellm_proxy', 'llamafile', 'lm_studio', 'meta', 'meta_llama', 'modelscope', 'moonshot',
+    'nano-gpt', 'nebius', 'novita', 'parasail', 'perplexity', 'pinstripes', 'poe', 'prism', 'publicai',
+    'qwen_ai_platform', 'qwencloud', 'reka', 'sail', 'scx-ai', 'synthetic', 'tencent', 'tensormesh',
+    'vercel_ai_gateway', 'volcengine', 'wandb', 'xinference'}
+
 def retry_kw(kw:dict)->dict:
     "`kw` (a request) with `num_retries` meaning the same for every provider"
-    if _provider(kw['model']) not in ('openai', 'azure'): return kw
+    if _provider(kw['model']) not in _client_retrying: return kw
     n = kw.pop('num_retries', None) or 0
     return {'max_retries': n} | kw
 
@@ -604,9 +623,13 @@ def _turn(self:Chat, msg=None, prefill='', temp=None, think=None, search=None, s
 @patch
 def _ask(self:Chat, turn:Turn):
     res = litellm.completion(**turn.req)
-    if turn.stream and turn.prefill: yield turn.prefill_chunk()
-    if turn.stream: yield from stream_with_complete(res, turn.finish_reply)
-    else: yield turn.finish_reply(res)
+    if not turn.stream:
+        yield turn.finish_reply(res)
+        return
+    try:
+        if turn.prefill: yield turn.prefill_chunk()
+        yield from stream_with_complete(res, turn.finish_reply)
+    finally: close_stream(res)  # a reader that stops early frees the connection at once
 
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
