@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 import pytest
 import lisette
-from lisette.core import Chat, Turn, CANCELLED, delta_text   # first: it keeps litellm's import offline and quiet
+from lisette.core import Chat, CANCELLED, delta_text   # first: it keeps litellm's import offline and quiet
 import litellm, openai
 from litellm import ModelResponse, ModelResponseStream
 from lisette.asink import AsyncChat, StreamAbandoned
-from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai, anthropic_events, openai_events
+from lisette.testing import Reply, Call, Fault, anthropic_events, openai_events
 
 CLASSES = pytest.mark.parametrize('cls', [Chat, AsyncChat], ids=['sync', 'async'])
 STREAMS = pytest.mark.parametrize('stream', [False, True], ids=['plain', 'stream'])
@@ -25,16 +25,17 @@ from helpers import *
 def split_kw(where, **kw): return (kw, {}) if where == 'chat' else ({}, kw)
 
 def sync_call(f):
-    """Run sync call `f`, then collect young garbage at once. A sync Anthropic stream leaves its response body open
-    (see `test_sync_stream_leaves_no_open_response`); left to a later, random collection, closing it can deadlock the
-    thread inside httpcore's pool lock. Collecting here, where no lock is held, keeps the matrix from hanging on it"""
+    """Run sync call `f`, then collect young garbage at once. A sync stream that leaves its response body open (see
+    `test_sync_stream_leaves_no_open_response`) leaves it to a later, random collection, and closing it there can
+    deadlock the thread inside httpcore's pool lock. Collecting here, where no lock is held, keeps the matrix from
+    hanging on that bug (the test named fails on it instead)"""
     try: return f()
     finally: gc.collect(1)
 
 @pytest.fixture(autouse=True)
 def _collect_after():
     yield
-    gc.collect()   # as in `sync_call`: whatever a test left open is closed here, not inside some later request
+    gc.collect(1)   # as in `sync_call`: what a test left open is closed here, not inside some later request
 
 async def collect(chat, msg=None, stream=False, out=None, each=None, **kw)->list:
     "Everything one call yields (a stream's items, or `return_all`'s list), appended to `out` as it comes"
@@ -246,8 +247,8 @@ def broken(model, kind)->Fault:
             'cut_inside_tool_args': Fault(cut_after=args[0] + 1, then=broken_reply()),     # one piece of the JSON, then gone
             'malformed_text_event': Fault(malformed=texts[1], then=broken_reply()),
             'malformed_tool_args_event': Fault(malformed=args[0], then=broken_reply()),
-            'cut_json_body': Fault(cut_after=40, then=broken_reply()),
             'overloaded_mid_stream': Fault(status=529, cut_after=args[0] + 1, then=broken_reply()),  # an error event, then the end
+            'cut_json_body': Fault(cut_after=40, then=broken_reply()),
             'malformed_json_body': Fault(malformed=True, then=broken_reply())}[kind]
 
 BROKEN = [(True, 'cut_after_first_event'), (True, 'cut_inside_tool_args'), (True, 'overloaded_mid_stream'),
