@@ -72,3 +72,14 @@ async def wait_until(cond, timeout=5.0):
         assert time.monotonic() - t < timeout, 'timed out waiting'
         await asyncio.sleep(0.005)
 
+
+def recording_add():
+    "A tool `add2` that records the arguments of each call in the list returned with it"
+    ran = []
+    def add2(a:int, # the first number
+             b:int  # the second number
+            )->int:
+        "Add two numbers"
+        ran.append((a, b))
+        return a + b
+    return add2, ran

@@ -357,13 +357,7 @@ async def test_dropped_stream_frees_chat_at_once(sim, model):
 async def test_abandon_stream_in_tool_round(sim, model, stop_at):
     """A stream left right after its tool-call response drops that reply (its tools never ran); left after the tool
     result, the whole round is kept"""
-    ran = []
-    def add2(a:int, # the first number
-             b:int  # the second number
-            )->int:
-        "Add two numbers"
-        ran.append((a, b))
-        return a + b
+    add2, ran = recording_add()
     sim.script(Reply(text='Let me add.', calls=[Call('add2', {'a': 1, 'b': 2}, id='call_1')], chunks=2),
                Reply(text='OK, something else.'))
     chat = mk(AsyncChat, sim, model, tools=[add2])

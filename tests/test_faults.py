@@ -269,13 +269,7 @@ def summary(items)->str:
 async def test_broken_response(sim, cls, model, stream, kind):
     """A reply (text and a tool call) that breaks on the way: the user gets a litellm error and never a full response;
     no tool runs; the history is as before the round; `chat()` then gets a whole reply"""
-    ran = []
-    def add2(a:int, # the first number
-             b:int  # the second number
-            )->int:
-        "Add two numbers"
-        ran.append((a, b))
-        return a + b
+    add2, ran = recording_add()
     # every round-1 request (retries too) gets the broken reply; a round 2, if lisette went on, gets an answer
     sim.default = lambda body: broken(model, kind) if last_message(body)[0] == 'text' else Reply(text='Round two.')
     chat = mk(cls, sim, model, tools=[add2])
@@ -433,13 +427,7 @@ BAD_ARGS = {'truncated_json': '{"a": 1, "b":', 'not_json': 'a=1, b=2', 'json_arr
 @MODELS
 async def test_bad_arguments(sim, cls, stream, model):
     "Arguments that are not JSON, not an object, or don't fit the signature: each an error result, the tool never runs"
-    ran = []
-    def add2(a:int, # the first number
-             b:int  # the second number
-            )->int:
-        "Add two numbers"
-        ran.append((a, b))
-        return a + b
+    add2, ran = recording_add()
     sim.script(Reply(calls=[Call('add2', v, id=f'call_{k}') for k,v in BAD_ARGS.items()]), Reply(text='All broken.'))
     chat = mk(cls, sim, model, tools=[add2])
     assert text(await ask(chat, 'Add.', stream)) == 'All broken.'
