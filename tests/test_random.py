@@ -14,6 +14,7 @@ answers round r of that call from that call's plan, whatever order the calls rea
 is random (cancels, abandoned streams, calls at once) only the invariants are checked, not the exact history."""
 import asyncio, copy, gc, itertools, json, os, random, re, secrets, struct, threading, time, traceback, zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from lisette.core import Chat, delta_text   # first: it keeps litellm's import offline and quiet
 from lisette.asink import AsyncChat, StreamAbandoned
@@ -229,7 +230,8 @@ def show(rounds)->str:
             what = [f'{a.status}' if a.status else '', f'cut@{a.cut_after}' if a.cut_after is not None else '',
                     f'malformed@{a.malformed}' if a.malformed else '', f'delay {a.delay}' if a.delay else '']
             return 'Fault(' + ' '.join(w for w in what if w) + ')'
-        if a.calls: return 'calls[' + ','.join(c.name + ('(bad args)' if isinstance(c.args, str) else '') for c in a.calls) + ']'
+        def args(c): return '' if not isinstance(c.args, str) else '(args nested 3000 deep)' if c.args == DEEP else f'(args {c.args})'
+        if a.calls: return 'calls[' + ','.join(c.name + args(c) for c in a.calls) + ']'
         return 'text' if a.text else 'empty text'
     return ' > '.join('/'.join(one(a) for a in atts) for atts in rounds)
 
@@ -296,12 +298,13 @@ async def _async_call(chat, msg, stream, stop_after, leave, kept, each, kw, out)
     del r
     if out.stopped and leave == 'del': gc.collect()
 
-def start(ctx, msg, stream=False, stop_after=None, leave='del', each=None, **kw):
-    "Start a call on the scenario's chat: (its future, its `Outcome`, filled in as it goes)"
+def start(ctx, msg, stream=False, stop_after=None, leave='del', each=None, thread=None, **kw):
+    """Start a call on the scenario's chat: (its future, its `Outcome`, filled in as it goes). A sync chat's calls
+    run in the scenario's one user thread (as a sync program would make them), or in `thread`"""
     out = Outcome()
     args = (ctx.chat, msg, stream, stop_after, leave, ctx.kept, each, kw, out)
     if ctx.is_async: return asyncio.ensure_future(_async_call(*args)), out
-    return asyncio.ensure_future(asyncio.to_thread(_sync_call, *args)), out
+    return asyncio.get_running_loop().run_in_executor(thread or ctx.thread, _sync_call, *args), out
 
 async def settle(fut, what):
     "Wait for a call's future, at most `CALL_LIMIT` s"
@@ -334,7 +337,7 @@ async def read_left_stream(ctx, g):
     end = object()
     try:
         if ctx.is_async: o = await asyncio.wait_for(g.__anext__(), 5)
-        else: o = await asyncio.wait_for(asyncio.to_thread(next, g, end), 5)
+        else: o = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(ctx.thread, next, g, end), 5)
     except (TimeoutError, asyncio.TimeoutError): return ctx.fail('abandon: reading a left stream hung')
     except (StopAsyncIteration, StreamAbandoned, Exception): return
     if o is not end: ctx.fail('abandon: a left stream yielded more after a later call ran', type(o).__name__)
@@ -437,6 +440,8 @@ class Ctx:
     kept: list = field(default_factory=list)        # streams left but still referenced
     cancelled: dict = field(default_factory=dict)   # key -> requests made when its cancel ended
     quiet_spans: list = field(default_factory=list) # request index ranges of bad-input steps
+    thread: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, 'user'))   # a sync chat's caller
+    other: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, 'other'))   # another thread
     @property
     def is_async(self)->bool: return self.cls is AsyncChat
     @property
@@ -581,7 +586,7 @@ def step_threads(rng, g):
             time.sleep(0.01)
         fa, oa = start(ctx, pa.msg, stream=True, each=each)
         await asyncio.to_thread(first.wait, 5)
-        fb, ob = start(ctx, pb.msg, stream=sb)
+        fb, ob = start(ctx, pb.msg, stream=sb, thread=ctx.other)
         await settle(fa, 'the slow reader'); await settle(fb, 'the other thread')
         if oa.exc is None and oa.final is None: ctx.fail('threads: a sync stream was cut short silently by a call from another thread')
         elif oa.exc is None: pa.check(ctx, oa, True)
@@ -748,7 +753,7 @@ async def run_scenario(sc:Scenario)->list:
     ctx = Ctx(sc.n, sc.cls, sc.model, sim, brain)
     try:
         ctx.chat = sc.cls(sc.model, api_base=base(sim, sc.model), api_key='sk-test', **copy.deepcopy(sc.chat_kw))
-        if ctx.is_async: ctx.chat.abandon_after = 0.2
+        ctx.chat.abandon_after = 0.2   # how long a stream left unread by a live reader holds up the next call
         for step in sc.steps:
             ctx.step, n0 = step, len(sim.requests)
             await step.run(ctx)
@@ -762,6 +767,7 @@ async def run_scenario(sc:Scenario)->list:
     except Exception: ctx.fail('harness error (a bug in this test)', traceback.format_exc()[-1500:])
     finally:
         ctx.kept.clear()
+        for t in (ctx.thread, ctx.other): t.shutdown(wait=False, cancel_futures=True)
         sim.close()
     return ctx.fails
 
