@@ -231,6 +231,7 @@ def show(rounds)->str:
                     f'malformed@{a.malformed}' if a.malformed else '', f'delay {a.delay}' if a.delay else '']
             return 'Fault(' + ' '.join(w for w in what if w) + ')'
         def args(c): return '' if not isinstance(c.args, str) else '(args nested 3000 deep)' if c.args == DEEP else f'(args {c.args})'
+        if a.calls and any('\ud800' in str(c.args) for c in a.calls): return 'calls[' + ','.join(c.name + args(c) for c in a.calls) + '] (a lone surrogate in args)'
         if a.calls: return 'calls[' + ','.join(c.name + args(c) for c in a.calls) + ']'
         return 'text' if a.text else 'empty text'
     return ' > '.join('/'.join(one(a) for a in atts) for atts in rounds)
@@ -361,6 +362,7 @@ def transcript_problems(hist)->list:
             calls, c = m.get('tool_calls') or [], m.get('content')
             if c == '': out.append(("an assistant message with content ''", i))
             elif not calls and empty(c): out.append(('an assistant message with no text and no tool calls', i))
+            if not encodable([_args(tc) for tc in calls]): out.append(('tool-call arguments that decode to a lone surrogate', i))
             ids = [tc.get('id') for tc in calls]
             for x in ids:
                 if x in ids_seen: out.append(('a tool-call id used twice', i))
@@ -379,9 +381,18 @@ def transcript_problems(hist)->list:
                 out.append(('a tool result answering no call', i))
             if '<coroutine object' in str(m.get('content')): out.append(('a tool result holding an unawaited coroutine', i))
         prev = role
-    try: json.dumps(hist, ensure_ascii=False, default=str).encode('utf-8')
-    except UnicodeEncodeError: out.append(('text that cannot be encoded as UTF-8 (a lone surrogate)', None))
+    if not encodable(hist): out.append(('text that cannot be encoded as UTF-8 (a lone surrogate)', None))
     return out + misplaced_answers(hist)
+
+def encodable(o)->bool:
+    try: json.dumps(o, ensure_ascii=False, default=str).encode('utf-8')
+    except UnicodeEncodeError: return False
+    return True
+
+def _args(tc):
+    "A stored tool call's arguments, decoded as the provider's request will carry them"
+    try: return json.loads((tc.get('function') or {}).get('arguments') or '{}')
+    except (ValueError, TypeError, RecursionError): return None
 
 def misplaced_answers(hist)->list:
     "Answers that follow another call's question: calls on one chat interleaved"
@@ -766,6 +777,10 @@ async def run_scenario(sc:Scenario)->list:
     except Hang as e: ctx.fail('hang: a call never ended', str(e))
     except Exception: ctx.fail('harness error (a bug in this test)', traceback.format_exc()[-1500:])
     finally:
+        if os.environ.get('LISETTE_RANDOM_ONLY') and ctx.chat is not None:   # one scenario: show its history and requests
+            print('history:', *[json.dumps(m, default=str)[:500] for m in ctx.chat.hist], sep='\n  ')
+            print('requests (status, problems, last message):', *[(r.status, r.problems[:1], json.dumps((r.body or {}).get(
+                'messages', [None])[-1], default=str)[:200]) for r in sim.requests], sep='\n  ')
         ctx.kept.clear()
         for t in (ctx.thread, ctx.other): t.shutdown(wait=False, cancel_futures=True)
         sim.close()
