@@ -482,6 +482,16 @@ def step_tools(rng, g):
     async def run(ctx): await ask(ctx, plan, stream, **kw)
     return Step('tools', f'tool loop: {show(rounds)}, stream={stream}, {kw}', run)
 
+def step_think_after_limit(rng, g):
+    "Anthropic: a tool loop that ends on `max_tool_rounds` with the model still calling tools, then a call with `think`"
+    key, key2, stream, s2, m = g.key(), g.key(), rng.random() < 0.5, rng.random() < 0.5, rng.choice([1, 2])
+    rounds = [[tools_reply(rng, g, key)] for _ in range(m + 1)]
+    plan, plan2 = Plan(key, rounds, max_rounds=m), Plan(key2, [[words_reply(rng, key2, think=True)]])
+    async def run(ctx):
+        await ask(ctx, plan, stream, max_tool_rounds=m)
+        await ask(ctx, plan2, s2, think='l')
+    return Step('think', f'tool rounds used up ({show(rounds)}, max_tool_rounds={m}, stream={stream}), then a call with think=l (stream={s2})', run)
+
 def step_fault(rng, g):
     key, stream = g.key(), rng.random() < 0.5
     status, persistent, nr = rng.choice([429, 500, 529]), rng.random() < 0.4, rng.choice([None, None, 0, 1, 2])
@@ -688,7 +698,7 @@ def step_constructor(rng, g):
 STEPS = [  # (make, weight, for which class: None both, or the one)
     (step_plain, 1, None), (step_tools, 2, None), (step_fault, 2, None), (step_cut, 1, None), (step_malformed, 1, None),
     (step_timeout, 1, None), (step_abandon, 2, None), (step_bad, 3, None), (step_constructor, 0.5, None),
-    (step_cancel, 2, AsyncChat), (step_concurrent, 2, AsyncChat), (step_threads, 1, Chat),
+    (step_think_after_limit, 0.5, 'anthropic'), (step_cancel, 2, AsyncChat), (step_concurrent, 2, AsyncChat), (step_threads, 1, Chat),
 ]
 
 @dataclass
@@ -715,7 +725,7 @@ def scenario(seed:int, n:int)->Scenario:
         chat_kw['hist'] = [f'{k} hello', f'answer to {k}: hi']
         g.first = False
     if rng.random() < 0.2: chat_kw['tool_timeout'] = rng.choice([0.2, 1])
-    makers = [(f, w) for f, w, c in STEPS if c in (None, cls)]
+    makers = [(f, w) for f, w, c in STEPS if c in (None, cls) or (c == 'anthropic' and model == SONNET)]
     steps = []
     for _ in range(rng.choice([1, 2, 2, 3])):
         steps.append(rng.choices([f for f, _ in makers], [w for _, w in makers])[0](rng, g))
