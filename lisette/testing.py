@@ -387,7 +387,7 @@ def _thinking_problems(body, msgs):
         if budget < 1024: ps.append('thinking.enabled.budget_tokens: Input should be greater than or equal to 1024')
         elif isinstance(body.get('max_tokens'), int) and body['max_tokens'] <= budget:
             ps.append('`max_tokens` must be greater than `thinking.budget_tokens`.')
-    if body.get('temperature', 1) != 1: ps.append('`temperature` may only be set to 1 when thinking is enabled.')
+    if body.get('temperature') not in (None, 1): ps.append('`temperature` may only be set to 1 when thinking is enabled.')
     k = max((i for i,m in enumerate(msgs) if m.get('role')=='assistant'), default=None)
     bs = _blocks(msgs[k].get('content')) if k is not None else []
     if not (bs and _ids(bs, 'tool_use', 'id')) or not isinstance(bs[0], dict) or bs[0].get('type') in ('thinking', 'redacted_thinking'): return ps

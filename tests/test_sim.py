@@ -262,7 +262,7 @@ def test_anthropic_tool_results_come_first():
 THINK = dict(type='enabled', budget_tokens=1024)
 def test_anthropic_thinking_rules():
     ok = body_a(dict(role='user', content='Hi'), thinking=THINK)
-    assert check_anthropic(ok) == [] and check_anthropic(ok | dict(temperature=1)) == []
+    assert check_anthropic(ok) == [] and check_anthropic(ok | dict(temperature=1)) == [] == check_anthropic(ok | dict(temperature=None))
     assert check_anthropic(ok | dict(temperature=0)) == ['`temperature` may only be set to 1 when thinking is enabled.']
     assert check_anthropic(ok | dict(max_tokens=1024)) == ['`max_tokens` must be greater than `thinking.budget_tokens`.']
     assert check_anthropic(ok | dict(thinking=dict(type='enabled', budget_tokens=500))) == [
