@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 os.environ.setdefault('LITELLM_LOCAL_MODEL_COST_MAP', 'True')   # before litellm's import: see test_cost_map_fetched_on_import
 import litellm
-from litellm import ContextWindowExceededError, BadRequestError, InternalServerError
+from litellm import ContextWindowExceededError, BadRequestError
 from litellm.exceptions import MidStreamFallbackError
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from packaging.version import Version
-from lisette.testing import Sim, Reply, Call, Fault
+from lisette.testing import Sim, Reply, Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM = Version(version('litellm'))
