@@ -23,10 +23,12 @@ class astream_result:
     def __init__(self, agen, postproc=None): self.agen,self.postproc,self.chunks,self.value = agen,postproc,[],None
     def __aiter__(self): return self._iter()
     async def _iter(self):
+        parser = None
         async for o in self.agen:
+            if parser is None: parser = getattr(self.agen, 'completion_stream', None)   # litellm >= 1.108 drops it at the end
             self.chunks.append(o)
             yield o
-        self.value = build_response(self.chunks, self.postproc, self.agen)
+        self.value = build_response(self.chunks, self.postproc, parser or self.agen)
 
 # %% ../nbs/01_async.ipynb #f6f98207
 async def _acall(f, args:dict):
@@ -50,13 +52,22 @@ async def arun_tool(tc, ns:dict, timeout:float=None, chat=None)->str:
 class AsyncChat(Chat):
     _last = None  # the call made last: the next one waits for it
 
+def _raise_if_cancelled(e=None):
+    "Raise `CancelledError` if this task was cancelled: litellm's own `asyncio.wait_for` can swallow a cancel (3.10, 3.11)"
+    t = asyncio.current_task()
+    if t is not None and getattr(t, 'cancelling', lambda: 0)(): raise asyncio.CancelledError() from e
+
 @patch
 async def _send(self:AsyncChat, turn:Turn):
     "litellm's answer to the turn's request, sent again while it fails in a way that may pass"
     while True:
-        try: return await litellm.acompletion(**turn.req)
+        try: res = await litellm.acompletion(**turn.req)
         except Exception as e:
+            _raise_if_cancelled(e)
             if (wait := turn.retry_wait(e)) is None: raise
+        else:
+            _raise_if_cancelled()
+            return res
         await asyncio.sleep(wait)
 
 @patch

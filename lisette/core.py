@@ -398,9 +398,11 @@ def storable_call(tc)->dict:
     "Tool call `tc` as a history dict, its arguments `{}` if they are not a JSON object"
     d = tc.model_dump(exclude_none=True)
     f = d['function']
-    try: tool_args(tc)
+    try: args = tool_args(tc)
     except ToolError: f['arguments'] = '{}'
-    f['arguments'], f['name'] = encodable(f.get('arguments')), encodable(f.get('name'))
+    else:  # a lone surrogate may hide in a JSON escape ("\ud800"): look at the decoded text
+        if (text := json.dumps(args, ensure_ascii=False)) is not (fixed := encodable(text)): f['arguments'] = fixed
+    f['name'] = encodable(f.get('name'))
     return d
 
 # %% ../nbs/00_core.ipynb #5abed5bb
@@ -474,7 +476,8 @@ def single_attempt(kw:dict)->dict:
 # %% ../nbs/00_core.ipynb #7eaa01c4
 def check_stream(stream, model:str):
     "Raise `MidStreamFallbackError` if litellm's parser of the finished `stream` was left holding an unparsed event"
-    if getattr(getattr(stream, 'completion_stream', None), '_json_buffer', None):
+    cs = getattr(stream, 'completion_stream', None) or stream  # `stream`, or its parser taken while it ran (litellm >= 1.108 drops it at the end)
+    if getattr(cs, '_json_buffer', None):
         raise MidStreamFallbackError(message=f"The stream from {model} broke: an event could not be parsed",
                                      model=model, llm_provider=_provider(model) or '')
 
@@ -513,11 +516,12 @@ def build_response(chunks:list, postproc=None, stream=None)->ModelResponse:
 
 def stream_with_complete(gen, postproc=None):
     "Yield each chunk of `gen`, then the full `ModelResponse` rebuilt from them"
-    chunks = []
+    chunks, parser = [], None
     for o in gen:
+        if parser is None: parser = getattr(gen, 'completion_stream', None)
         chunks.append(o)
         yield o
-    yield build_response(chunks, postproc, gen)
+    yield build_response(chunks, postproc, parser or gen)
 
 # %% ../nbs/00_core.ipynb #9ead2f3f
 def _citations(msg)->list:

@@ -70,7 +70,7 @@ def test_oldest_constraints_are_the_lower_bounds():
     "`.ci/oldest.txt` (CI's oldest-versions run) pins exactly the lower bound of each runtime dependency"
     ranges = dependency_ranges()
     pins = oldest_pins()
-    assert set(pins) == {'litellm', 'fastcore', 'mcp', 'tenacity'}, pins
+    assert set(pins) == {'litellm', 'fastcore', 'mcp'}, pins
     for name, v in pins.items(): assert ranges[name][0] == v, (name, ranges[name], v)
 
 def test_proxy_extra_has_the_core_range():
@@ -133,10 +133,11 @@ def test_tools_need_mcp():
     if since('mcp_optional'): assert out.split()[:3] == ['ok', 'ok', '1'], out
     else: assert out.startswith('failed') and 'mcp' in out and out.split()[2] == '0', out
 
-def test_retries_need_tenacity():
-    """The `tenacity` dependency in pyproject.toml: litellm retries `num_retries` through tenacity, which it does not
-    declare. Without it a sync call that should be retried raises 'tenacity import failed' instead of the
-    provider's error, and an async call is not retried at all."""
+def test_litellm_retries_need_tenacity():
+    """One reason lisette retries by itself (`single_attempt`, `Turn.retry_wait`): litellm retries `num_retries`
+    through tenacity, which it does not declare. Without it a sync call that should be retried raises 'tenacity
+    import failed' instead of the provider's error, and an async call is not retried at all. lisette, which tells
+    litellm never to retry, retries both without tenacity (and so doesn't depend on it)."""
     code = '''
     import sys; sys.modules['tenacity'] = None     # as if tenacity were not installed
     import asyncio, litellm
@@ -149,10 +150,18 @@ def test_retries_need_tenacity():
         sim.reset(); sim.script(Fault(status=500), Reply(text='ok'))
         try: res = call(); print(name, 'ok', len(sim.requests), res.choices[0].message.content)
         except Exception as e: print(name, 'failed', len(sim.requests), type(e).__name__, repr(str(e)[:200]))
+    from lisette.core import Chat
+    from lisette.asink import AsyncChat
+    def mk(cls): return cls('anthropic/claude-sonnet-4-5', api_base=sim.anthropic_base, api_key='sk-test')
+    for name, call in [('lisette', lambda: mk(Chat)('Hi')), ('alisette', lambda: asyncio.run(mk(AsyncChat)('Hi')))]:
+        sim.reset(); sim.script(Fault(status=500, headers={'retry-after': '0'}), Reply(text='ok'))
+        try: res = call(); print(name, 'ok', len(sim.requests), res.choices[0].message.content)
+        except Exception as e: print(name, 'failed', len(sim.requests), type(e).__name__, repr(str(e)[:200]))
     '''
-    sync, asyn = run_py(code).splitlines()[-2:]
+    sync, asyn, ours, aours = run_py(code).splitlines()[-4:]
     assert sync.startswith('sync failed 1 Exception') and 'tenacity import failed' in sync, sync
     assert asyn.startswith('async failed 1 InternalServerError'), asyn
+    assert (ours, aours) == ('lisette ok 2 ok', 'alisette ok 2 ok'), (ours, aours)
 
 # ---------------------------------------------------------------- tools
 
@@ -189,9 +198,9 @@ def test_thinking_keeps_temperature(sim):
     """`_think_kw` (no temperature while thinking): litellm sends a temperature along with Anthropic's `thinking`,
     which Anthropic rejects unless it is 1, so lisette leaves the temperature out when asked to think."""
     sim.script(Reply(text='ok', thinking='Hmm.'))
-    litellm.completion(SONNET, HI, reasoning_effort='low', temperature=0, **kw(sim, SONNET))
+    with pytest.raises(litellm.BadRequestError): litellm.completion(SONNET, HI, reasoning_effort='low', temperature=0, **kw(sim, SONNET))
     b = sim.bodies[-1]
-    assert b['thinking']['type'] == 'enabled' and b['temperature'] == 0
+    assert b['thinking']['type'] == 'enabled' and b['temperature'] == 0 and sim.requests[-1].rejected
 
 def test_stream_usage_only_when_asked(sim):
     """`STREAM_USAGE`: litellm doesn't ask an OpenAI-format provider for a stream's usage (`stream_options`), so
