@@ -348,10 +348,34 @@ async def test_think_after_an_unanswered_tool_round_works_on_claude(sim, cls):
         assert text(res) == f'Answer {i}.'
         accepted(sim, SONNET)
         assert (sim.bodies[-1].get('thinking') or {}).get('type') in ('enabled', 'adaptive'), sim.bodies[-1].get('thinking')
-        assert body_texts(sim.bodies[-1])[-1] == q
+        assert q in body_texts(sim.bodies[-1])[-1]
     assert chat.hist[:5] == before
     assert roles(chat.hist)[5:] == ['user', 'assistant', 'user', 'assistant']
     assert [m['content'] for m in chat.hist[5:]] == ['So what is it?', 'Answer 0.', 'Are you sure?', 'Answer 1.']
+
+async def test_think_after_a_cancel_during_tools_works_on_claude(sim):
+    "An `AsyncChat` call cancelled while its tool runs (the history ends `assistant(tool_use), tool`), then `think='l'`: accepted"
+    started = asyncio.Event()
+    async def slow(s:float # seconds
+                  )->str:
+        "Sleep for a while"
+        started.set()
+        await asyncio.sleep(s)
+        return 'slept'
+    sim.script(Reply(calls=[Call('slow', {'s': 30}, id='toolu_s')]))
+    chat = mk(AsyncChat, sim, SONNET, tools=[slow])
+    task = asyncio.create_task(chat('Sleep.'))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError): await task
+    assert roles(chat.hist) == ['user', 'assistant', 'tool']
+    before = copy.deepcopy(chat.hist)
+    sim.script(Reply(thinking='It was cancelled.', text='The nap was cut short.'))
+    res = await asyncio.wait_for(chat('What happened?', think='l'), 5)
+    assert text(res) == 'The nap was cut short.'
+    accepted(sim, SONNET)
+    assert (sim.bodies[-1].get('thinking') or {}).get('type') in ('enabled', 'adaptive')
+    assert chat.hist[:3] == before and chat.hist[3:] == [u('What happened?'), a('The nap was cut short.')]
 
 # ================================================================ After a failed call
 
@@ -398,6 +422,28 @@ async def test_retries_by_default(sim, cls, stream, model):
     assert [r.status for r in sim.requests] == [429, 200]
     assert chat.hist == [u('Hello?'), a('After the wait.')]
     accepted(sim, model)
+
+@CLASSES
+@MODELS
+@pytest.mark.parametrize('status', [408, 409, 500, 503, 529])
+async def test_transient_statuses_are_retried_by_default(sim, cls, model, status):
+    "408, 409, 5xx and 529 (with `retry-after-ms`), then a reply: retried by default; exactly 2 requests"
+    sim.script(Fault(status=status, headers={'retry-after-ms': '10'}), Reply(text='After the wait.'), Reply(text='Too many.'))
+    chat = mk(cls, sim, model)
+    res = await ask(chat, 'Hello?')
+    assert text(res) == 'After the wait.'
+    assert [r.status for r in sim.requests] == [status, 200]
+    assert chat.hist == [u('Hello?'), a('After the wait.')]
+
+@CLASSES
+@MODELS
+async def test_client_timeout_is_not_retried(sim, cls, model):
+    "`timeout=` is the caller's deadline: a stalled provider gets 1 request, then `litellm.Timeout`"
+    sim.script(*[Fault(delay=1, then=Reply(text='Too late.')) for _ in range(3)])
+    chat = mk(cls, sim, model, timeout=0.3)
+    with pytest.raises(litellm.Timeout): await ask(chat, 'Hello?')
+    assert len(sim.requests) == 1
+    assert chat.hist == [u('Hello?')]
 
 @CLASSES
 @MODELS
