@@ -26,7 +26,8 @@ def check_server_installed(mods=SERVER_MODULES):
     "Raise `LocalModelError`, naming the install command, if llama-cpp-python's server isn't installed"
     if missing := [m for m in mods if importlib.util.find_spec(m) is None]:
         raise LocalModelError(f"The local model needs llama-cpp-python with its server ({', '.join(missing)} not found). "
-                              f"Install it with:\n    {INSTALL_LLAMA}\n(from PyPI: pip install \"lisette[local]\")")
+                              f"Install it in the root of your lisette checkout, as the README's quick start does:\n"
+                              f"    {INSTALL_LLAMA}")
 
 # %% ../nbs/03_local.ipynb #47f2a640
 SMOLLM2_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf'
@@ -189,7 +190,7 @@ def server_args(gguf, port:int, alias:str, n_ctx:int=4096, n_threads:int=None, c
     n = n_threads or max(1, min(4, _cores() // 2))
     args = ['--model', str(gguf), '--model_alias', alias, '--host', '127.0.0.1', '--port', str(port),
             '--n_ctx', str(n_ctx), '--n_threads', str(n), '--n_threads_batch', str(n),
-            '--logits_all', 'False', '--use_mlock', 'False', '--verbose', 'False']
+            '--logits_all', 'False', '--use_mlock', 'False', '--interrupt_requests', 'False', '--verbose', 'False']
     return args + (['--chat_format', chat_format] if chat_format else [])
 
 # %% ../nbs/03_local.ipynb #6732ec6f

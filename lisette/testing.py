@@ -4,14 +4,15 @@
 
 # %% ../nbs/02_testing.ipynb #f4ce785c
 from __future__ import annotations
-import json, re, socket, sys, threading, time, itertools
+import json, re, reprlib, socket, sys, threading, time, itertools, uuid
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 # %% auto #0
-__all__ = ['Call', 'Reply', 'Fault', 'split_text', 'sim_usage', 'finish_of', 'anthropic_json', 'anthropic_events', 'openai_json',
-           'openai_events', 'error_body', 'check_anthropic', 'check_openai', 'Request', 'Sim']
+__all__ = ['Call', 'Reply', 'Fault', 'split_text', 'RawJSON', 'sim_usage', 'finish_of', 'anthropic_json', 'anthropic_events',
+           'openai_json', 'openai_events', 'error_body', 'check_anthropic', 'check_openai', 'check_alternation',
+           'Request', 'Sim']
 
 # %% ../nbs/02_testing.ipynb #eb0dec0d
 @dataclass
@@ -66,15 +67,108 @@ def split_text(s:str, n:int|None=None)->list:
     cuts = [i*k + min(i, r) for i in range(n+1)]
     return [s[a:b] for a,b in zip(cuts, cuts[1:])]
 
+# %% ../nbs/02_testing.ipynb #7580380f
+_WS = re.compile(r'[ \t\n\r]*')
+_NUM = re.compile(r'-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?')
+_CONSTS = {'true': True, 'false': False, 'null': None, 'NaN': float('nan'), 'Infinity': float('inf'), '-Infinity': float('-inf')}
+
+def _scalar(s, i):
+    "The string, number or constant at `s[i]`, and the index after it"
+    if s.startswith('"', i): return json.decoder.scanstring(s, i+1)
+    for k,v in _CONSTS.items():
+        if s.startswith(k, i): return v, i+len(k)
+    if not (m := _NUM.match(s, i)): raise json.JSONDecodeError('Expecting value', s, i)
+    return (float(m[0]) if m[1] or m[2] else int(m[0])), m.end()
+
+def _key(s, i):
+    "The object key at `s[i]` (after whitespace), and the index after its colon"
+    i = _WS.match(s, i).end()
+    if not s.startswith('"', i): raise json.JSONDecodeError('Expecting property name enclosed in double quotes', s, i)
+    k, i = json.decoder.scanstring(s, i+1)
+    i = _WS.match(s, i).end()
+    if not s.startswith(':', i): raise json.JSONDecodeError("Expecting ':' delimiter", s, i)
+    return k, i+1
+
+def _deep_loads(s:str):
+    "`json.loads(s)` without recursion, for documents nested deeper than `json` goes"
+    stack, i = [], 0                     # stack: [container, key its next value goes under]
+    while True:
+        i = _WS.match(s, i).end()
+        if s.startswith(('{', '['), i):  # open a container; an empty one is a value at once
+            obj, close = ({}, '}') if s[i]=='{' else ([], ']')
+            j = _WS.match(s, i+1).end()
+            if not s.startswith(close, j):
+                key, i = _key(s, i+1) if close=='}' else (None, i+1)
+                stack.append([obj, key])
+                continue
+            val, i = obj, j+1
+        else: val, i = _scalar(s, i)
+        while True:                      # put `val` into its container; close the containers that end here
+            if not stack:
+                if (i := _WS.match(s, i).end()) != len(s): raise json.JSONDecodeError('Extra data', s, i)
+                return val
+            top = stack[-1]
+            if isinstance(top[0], dict): top[0][top[1]] = val
+            else: top[0].append(val)
+            i = _WS.match(s, i).end()
+            if s.startswith(',', i):
+                if isinstance(top[0], dict): top[1], i = _key(s, i+1)
+                else: i += 1
+                break
+            if not s.startswith('}' if isinstance(top[0], dict) else ']', i): raise json.JSONDecodeError("Expecting ',' delimiter", s, i)
+            val, i = stack.pop()[0], i+1
+
+def _loads(s):
+    "`json.loads(s)`, falling back on `_deep_loads` when `s` nests too deep for it"
+    try: return json.loads(s)
+    except RecursionError:
+        if isinstance(s, (bytes, bytearray)): s = s.decode(json.detect_encoding(s), 'surrogatepass')
+        return _deep_loads(s)
+
+# %% ../nbs/02_testing.ipynb #7205eb92
+class RawJSON:
+    "JSON text that goes into a response verbatim, where parsing and re-encoding it would fail"
+    def __init__(self, text:str): self.text = text
+    def __eq__(self, o): return isinstance(o, RawJSON) and o.text == self.text
+    def __repr__(self): return f'RawJSON({reprlib.repr(self.text)})'
+
+def _dumps(obj)->str:
+    "`json.dumps(obj)`, with each `RawJSON` in it spliced in as it is"
+    raws, tag = [], uuid.uuid4().hex
+    def stand_in(o):
+        if not isinstance(o, RawJSON): raise TypeError(f'Object of type {type(o).__name__} is not JSON serializable')
+        raws.append(o.text)
+        return f'{tag}:{len(raws)-1}'
+    s = json.dumps(obj, default=stand_in)
+    for k,t in enumerate(raws): s = s.replace(f'"{tag}:{k}"', t, 1)
+    return s
+
+def _json_len(o)->int:
+    "`len(json.dumps(o))` for parsed JSON of any depth"
+    try: return len(json.dumps(o))
+    except RecursionError: pass
+    n, todo = 0, [o]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, dict):
+            n += 2 + 2*max(len(x)-1, 0) + sum(len(json.dumps(str(k))) + 2 for k in x)
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            n += 2 + 2*max(len(x)-1, 0)
+            todo.extend(x)
+        elif isinstance(x, RawJSON): n += len(x.text)
+        else: n += len(json.dumps(x))
+    return n
+
 # %% ../nbs/02_testing.ipynb #1543bd93
 def _quarter(*ss): return sum(len(s) for s in ss if s)//4
 
 def sim_usage(reply:Reply, body:dict)->dict:
     "The neutral usage counts for `reply` answering `body`"
-    prompt = json.dumps([body.get('system'), body.get('messages'), body.get('tools')])
+    prompt = _json_len([body.get('system'), body.get('messages'), body.get('tools')])
     reasoning = _quarter(reply.thinking) + 1 if reply.thinking else 0
     out = _quarter(reply.text, *(c.name+c.arguments for c in reply.calls), reply.thinking) + 1
-    return dict(input=len(prompt)//4 + 1, output=out, cache_read=0, cache_creation=0,
+    return dict(input=prompt//4 + 1, output=out, cache_read=0, cache_creation=0,
                 reasoning=reasoning, web_search=0) | (reply.usage or {})
 
 # %% ../nbs/02_testing.ipynb #203db6db
@@ -93,9 +187,14 @@ def _cite_a(c): return dict(type='web_search_result_location', cited_text=c.get(
 def _call_id(c, fmt, rid, i): return c.id or f"{'toolu' if fmt=='anthropic' else 'call'}_{rid}_{i}"
 
 def _args_obj(c):
+    "`c`'s arguments as Anthropic's `input` object; its text if malformed, or as `RawJSON` if too deep to load"
     if not isinstance(c.args, str): return c.args
     try: return json.loads(c.args)
     except ValueError: return c.args
+    except RecursionError: pass
+    try: _deep_loads(c.args)
+    except ValueError: return c.args
+    return RawJSON(c.args)
 
 def _usage_a(u):
     d = dict(input_tokens=u['input'], output_tokens=u['output'],
@@ -219,8 +318,16 @@ def error_body(fmt:str, status:int, message:str|None=None, param:str|None=None)-
     return dict(error=dict(message=message, type=_o_types.get(status, 'server_error'), param=param, code=_o_codes.get(status)))
 
 # %% ../nbs/02_testing.ipynb #7f469450
-def _blocks(content): return [dict(type='text', text=content)] if isinstance(content, str) else (content or [])
-def _ids(blocks, typ, key): return [b.get(key) for b in blocks if isinstance(b, dict) and b.get('type')==typ]
+def _show(v)->str: return v if isinstance(v, str) else reprlib.repr(v)   # reprlib stops at 6 levels: any depth is safe
+def _blocks(content): return [dict(type='text', text=content)] if isinstance(content, str) else content if isinstance(content, list) else []
+def _ids(blocks, typ, key): return [b[key] for b in blocks if isinstance(b, dict) and b.get('type')==typ and isinstance(b.get(key), str)]
+def _results_first(blocks)->list:
+    "The tool-use ids of the `tool_result` blocks that open `blocks`; a result after other content answers nothing"
+    ids = []
+    for b in blocks:
+        if not (isinstance(b, dict) and b.get('type')=='tool_result'): break
+        if isinstance(b.get('tool_use_id'), str): ids.append(b['tool_use_id'])
+    return ids
 
 _THINK_FIRST = ("Expected `thinking` or `redacted_thinking`, but found `{}`. When `thinking` is enabled, a final "
     "`assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` "
@@ -229,6 +336,7 @@ _THINK_FIRST = ("Expected `thinking` or `redacted_thinking`, but found `{}`. Whe
 def _content_problems(i, m, last):
     "Problems with the content of message `i`, whose role is valid"
     role, content = m['role'], m.get('content')
+    if content is not None and not isinstance(content, (str, list)): return [f'messages.{i}.content: Input should be a valid list']
     blocks, final_assistant = _blocks(content), last and m['role']=='assistant'
     if not blocks or content=='':
         return [] if final_assistant else [f'messages.{i}: all messages must have non-empty content except for the optional final assistant message']
@@ -237,12 +345,15 @@ def _content_problems(i, m, last):
         t, where = b.get('type') if isinstance(b, dict) else None, f'messages.{i}.content.{j}'
         if not isinstance(b, dict): ps.append(f'{where}: Input should be a valid dictionary')
         elif t=='text' and not b.get('text'): ps.append(f'{where}.text: text content blocks must be non-empty')
+        elif t=='text' and not isinstance(b['text'], str): ps.append(f'{where}.text: Input should be a valid string')
         elif t=='text' and not b['text'].strip() and not final_assistant:
             ps.append(f'{where}.text: text content blocks must contain non-whitespace text')
         elif t=='thinking' and not b.get('signature'): ps.append(f'{where}.thinking.signature: Field required')
         elif t=='tool_use' and role!='assistant': ps.append(f'{where}: `tool_use` blocks can only be in `assistant` messages')
+        elif t=='tool_use' and not isinstance(b.get('id'), str): ps.append(f'{where}.tool_use.id: Input should be a valid string')
         elif t=='tool_use' and not isinstance(b.get('input'), dict): ps.append(f'{where}.tool_use.input: Input should be a valid dictionary')
         elif t=='tool_result' and role!='user': ps.append(f'{where}: `tool_result` blocks can only be in `user` messages')
+        elif t=='tool_result' and not isinstance(b.get('tool_use_id'), str): ps.append(f'{where}.tool_result.tool_use_id: Input should be a valid string')
     end = blocks[-1].get('text') if isinstance(blocks[-1], dict) else None
     if final_assistant and isinstance(end, str) and end!=end.rstrip():
         ps.append('messages: final assistant content cannot end with trailing whitespace')
@@ -254,32 +365,44 @@ def _pairing_problems(i, msgs):
     if m['role']=='user':
         before = msgs[i-1] if i else {}
         calls = _ids(_blocks(before.get('content')), 'tool_use', 'id') if before.get('role')=='assistant' else []
-        return [f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {b.get('tool_use_id')}. "
+        return [f"messages.{i}.content.{j}: unexpected `tool_use_id` found in `tool_result` blocks: {_show(b.get('tool_use_id'))}. "
                 "Each `tool_result` block must have a corresponding `tool_use` block in the previous message."
                 for j,b in enumerate(blocks) if isinstance(b, dict) and b.get('type')=='tool_result' and b.get('tool_use_id') not in calls]
     calls = _ids(blocks, 'tool_use', 'id')
     if not calls or i==len(msgs)-1: return []
     after = msgs[i+1] if isinstance(msgs[i+1], dict) else {}
-    results = _ids(_blocks(after.get('content')), 'tool_result', 'tool_use_id') if after.get('role')=='user' else []
-    missing = [str(c) for c in calls if c not in results]
+    results = _results_first(_blocks(after.get('content'))) if after.get('role')=='user' else []
+    missing = [c for c in calls if c not in results]
     return [f"messages.{i+1}: `tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(missing)}. "
             "Each `tool_use` block must have a corresponding `tool_result` block in the next message."] if missing else []
 
 def _thinking_problems(body, msgs):
-    "With thinking on, the last assistant turn of a tool loop must start with its thinking block"
-    if (body.get('thinking') or {}).get('type') not in ('enabled', 'adaptive'): return []
+    "Thinking's settings, and the last assistant turn of a tool loop starting with its thinking block"
+    th = body.get('thinking')
+    if th is None: return []
+    if not isinstance(th, dict): return ['thinking: Input should be a valid dictionary']
+    if th.get('type') not in ('enabled', 'adaptive'): return []
+    ps, budget = [], th.get('budget_tokens')
+    if th['type']=='enabled' and isinstance(budget, int):
+        if budget < 1024: ps.append('thinking.enabled.budget_tokens: Input should be greater than or equal to 1024')
+        elif isinstance(body.get('max_tokens'), int) and body['max_tokens'] <= budget:
+            ps.append('`max_tokens` must be greater than `thinking.budget_tokens`.')
+    if body.get('temperature') not in (None, 1): ps.append('`temperature` may only be set to 1 when thinking is enabled.')
     k = max((i for i,m in enumerate(msgs) if m.get('role')=='assistant'), default=None)
     bs = _blocks(msgs[k].get('content')) if k is not None else []
-    if not (bs and _ids(bs, 'tool_use', 'id')) or not isinstance(bs[0], dict) or bs[0].get('type') in ('thinking', 'redacted_thinking'): return []
-    return [f'messages.{k}.content.0.type: ' + _THINK_FIRST.format(bs[0].get('type'))]
+    if not (bs and _ids(bs, 'tool_use', 'id')) or not isinstance(bs[0], dict) or bs[0].get('type') in ('thinking', 'redacted_thinking'): return ps
+    return ps + [f'messages.{k}.content.0.type: ' + _THINK_FIRST.format(_show(bs[0].get('type')))]
 
 def check_anthropic(body:dict)->list:
     "Problems the Anthropic Messages API would reject `body` for (empty if none)"
     if not isinstance(body, dict): return ['body: Input should be a valid dictionary']
     ps = [f'{k}: Field required' for k in ('model', 'max_tokens') if k not in body]
     for j,b in enumerate(body.get('system') if isinstance(body.get('system'), list) else []):
-        if isinstance(b, dict) and b.get('type')=='text' and not (b.get('text') or '').strip():
-            ps.append(f'system.{j}.text: text content blocks must be non-empty')
+        if not (isinstance(b, dict) and b.get('type')=='text'): continue
+        if not isinstance(b.get('text'), (str, type(None))): ps.append(f'system.{j}.text: Input should be a valid string')
+        elif not (b.get('text') or '').strip(): ps.append(f'system.{j}.text: text content blocks must be non-empty')
+    names = [t['name'] for t in body.get('tools') or [] if isinstance(t, dict) and isinstance(t.get('name'), str)]
+    if len(set(names)) < len(names): ps.append('tools: Tool names must be unique.')
     msgs = body.get('messages')
     if not isinstance(msgs, list) or not msgs: return ps + ['messages: at least one message is required']
     if bad := [i for i,m in enumerate(msgs) if not isinstance(m, dict)]: return ps + [f'messages.{bad[0]}: Input should be a valid dictionary']
@@ -293,7 +416,7 @@ def check_anthropic(body:dict)->list:
             ps.append(f'messages: roles must alternate between "user" and "assistant", but found multiple "{role}" roles in a row')
         ps += _content_problems(i, m, i==len(msgs)-1) + _pairing_problems(i, msgs)
     calls = [c for m in msgs for c in _ids(_blocks(m.get('content')), 'tool_use', 'id')]
-    if len(set(map(str, calls))) < len(calls): ps.append('messages: `tool_use` ids must be unique')
+    if len(set(calls)) < len(calls): ps.append('messages: `tool_use` ids must be unique')
     results = [r for m in msgs for r in _ids(_blocks(m.get('content')), 'tool_result', 'tool_use_id')]
     if (calls or results) and not body.get('tools'):
         ps.append('Requests which include `tool_use` or `tool_result` blocks must define tools.')
@@ -301,17 +424,35 @@ def check_anthropic(body:dict)->list:
 
 # %% ../nbs/02_testing.ipynb #e113f516
 _O_ROLES = ('system', 'developer', 'user', 'assistant', 'tool', 'function')
+_JSON_TYPES = {dict: 'an object', list: 'an array', str: 'a string', int: 'an integer', float: 'a decimal', bool: 'a boolean', type(None): 'null'}
+def _a(v)->str: return _JSON_TYPES.get(type(v), type(v).__name__)
+
+def _tool_calls_problems(i, m)->tuple:
+    "The call ids of assistant message `i`, and the problems with its `tool_calls`"
+    tcs = m.get('tool_calls')
+    if tcs is None: return [], []
+    where = f"'messages[{i}].tool_calls'"
+    if not isinstance(tcs, list): return [], [f"Invalid type for {where}: expected an array, but got {_a(tcs)} instead."]
+    if not tcs: return [], [f"Invalid {where}: empty array. Expected an array with minimum length 1, but got an empty array instead."]
+    for j,tc in enumerate(tcs):
+        if not isinstance(tc, dict): return [], [f"Invalid type for 'messages[{i}].tool_calls[{j}]': expected an object, but got {_a(tc)} instead."]
+        if not isinstance(tc.get('id'), str): return [], [f"Invalid type for 'messages[{i}].tool_calls[{j}].id': expected a string, but got {_a(tc.get('id'))} instead."]
+    return [tc['id'] for tc in tcs], []
 
 def check_openai(body:dict)->list:
     "Problems the OpenAI Chat Completions API would reject `body` for (empty if none)"
     if not isinstance(body, dict): return ['body: expected a JSON object']
     msgs = body.get('messages')
     if not isinstance(msgs, list) or not msgs: return ["[] is too short - 'messages'"]
+    if bad := [i for i,m in enumerate(msgs) if not isinstance(m, dict)]:
+        return [f"Invalid type for 'messages[{bad[0]}]': expected an object, but got {_a(msgs[bad[0]])} instead."]
     ps, calls, pending = [], None, []
+    if body.get('tool_choice') is not None and not body.get('tools'):
+        ps.append("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.")
     for i,m in enumerate(msgs):
         role = m.get('role')
-        if role not in _O_ROLES:
-            ps.append(f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.")
+        if not isinstance(role, str) or role not in _O_ROLES:
+            ps.append(f"Invalid value: '{_show(role)}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.")
             continue
         if role!='tool' and pending:
             ps.append("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
@@ -320,18 +461,31 @@ def check_openai(body:dict)->list:
         if role=='tool':
             if calls is None: ps.append("Invalid parameter: messages with role 'tool' must be a response to a preceeding message with 'tool_calls'.")
             elif m.get('tool_call_id') not in calls:
-                ps.append(f"Invalid parameter: 'tool_call_id' of '{m.get('tool_call_id')}' not found in 'tool_calls' of previous message.")
+                ps.append(f"Invalid parameter: 'tool_call_id' of '{_show(m.get('tool_call_id'))}' not found in 'tool_calls' of previous message.")
             elif m['tool_call_id'] in pending: pending.remove(m['tool_call_id'])
         else: calls = None
-        if role=='assistant' and m.get('tool_calls'):
-            calls = [tc.get('id') for tc in m['tool_calls']]
-            pending = list(calls)
+        if role=='assistant' and m.get('tool_calls') is not None:
+            ids, bad = _tool_calls_problems(i, m)
+            ps += bad
+            if ids: calls, pending = ids, list(ids)
         if m.get('content') is None and not (role=='assistant' and (m.get('tool_calls') or m.get('function_call'))):
             ps.append(f"Invalid value for 'content': expected a string, got null. (messages.[{i}].content)")
     if pending:
         ps.append("An assistant message with 'tool_calls' must be followed by tool messages responding to each "
                   f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(pending)}")
     return ps
+
+# %% ../nbs/02_testing.ipynb #54f03da5
+_ALTERNATE = 'Conversation roles must alternate user/assistant/user/assistant/...'
+
+def check_alternation(body:dict)->list:
+    "Problems a server whose chat template needs alternating roles (llama.cpp, vLLM, Hugging Face) would reject `body` for"
+    msgs = body.get('messages') if isinstance(body, dict) else None
+    turns = [(i, m['role']) for i,m in enumerate(msgs if isinstance(msgs, list) else [])
+             if isinstance(m, dict) and m.get('role') in ('user', 'assistant', 'tool', 'function')]
+    if turns and turns[0][1]!='user': return [f"{_ALTERNATE} (messages[{turns[0][0]}]: the conversation must begin with the user)"]
+    return [f"{_ALTERNATE} (messages[{i}] is the second '{r}' message in a row)"
+            for (_,prev),(i,r) in zip(turns, turns[1:]) if r==prev and r in ('user', 'assistant')][:1]
 
 # %% ../nbs/02_testing.ipynb #4e548897
 @dataclass
@@ -386,8 +540,8 @@ def _drop(h):
 
 def _frame(fmt, ev)->bytes:
     "One server-sent event"
-    if fmt=='anthropic': return f"event: {ev.get('type')}\ndata: {json.dumps(ev)}\n\n".encode()
-    return f'data: {json.dumps(ev)}\n\n'.encode()
+    if fmt=='anthropic': return f"event: {ev.get('type')}\ndata: {_dumps(ev)}\n\n".encode()
+    return f'data: {_dumps(ev)}\n\n'.encode()
 
 def _broken(frame:bytes)->bytes:
     "`frame` with its JSON cut in half"
@@ -406,8 +560,8 @@ def _stream(h, frames, headers=None, pace=0, end=True):
 # %% ../nbs/02_testing.ipynb #8e121864
 class Sim:
     "A loopback Anthropic + OpenAI API that answers from a script of `Reply`s and `Fault`s"
-    def __init__(self, *replies, default=None, host:str='127.0.0.1', port:int=0):
-        self.queue, self.requests, self.default = [], [], default
+    def __init__(self, *replies, default=None, alternate:bool=False, host:str='127.0.0.1', port:int=0):
+        self.queue, self.requests, self.default, self.alternate = [], [], default, alternate
         self._lock, self._n, self._conns = threading.Lock(), itertools.count(1), set()
         self.server = _Server((host, port), _Handler)
         self.server.sim = self
@@ -452,6 +606,8 @@ class Sim:
     def __repr__(self): return f'Sim({self.url}, {len(self.queue)} queued, {len(self.requests)} requests)'
 
 # %% ../nbs/02_testing.ipynb #601a51b8
+_NO_RETRY = {'x-should-retry': 'false'}
+
 def _next(sim, body):
     with sim._lock: item = sim.queue.pop(0) if sim.queue else sim.default
     return item(body) if callable(item) else item
@@ -461,22 +617,31 @@ def _fail(h, req, fmt, status, message=None, headers=None, body=None):
     if body is None: body = error_body(fmt, status, message)
     _send(h, status, body.encode() if isinstance(body, str) else json.dumps(body).encode(), headers)
 
+def _render(fmt, reply, body, rid, bad, cut, err):
+    "The bytes of a JSON answer, or the frames of a stream; `bad`: break it (the frame number, in a stream)"
+    bad = bad is not False and bad is not None and int(bad)
+    if not body.get('stream'):
+        data = _dumps((anthropic_json if fmt=='anthropic' else openai_json)(reply, body, rid)).encode()
+        return data[:len(data)//2] if bad is not False else data
+    evs = (anthropic_events if fmt=='anthropic' else openai_events)(reply, body, rid)
+    frames = [_frame(fmt, e) for e in evs] + ([b'data: [DONE]\n\n'] if fmt=='openai' else [])
+    if bad is not False:
+        k = min(bad, len(frames)-1)
+        frames[k] = _broken(frames[k])
+    if cut is None: return frames
+    return frames[:cut] + ([_frame(fmt, err)] if err else [])
+
 def _reply(h, req, fmt, reply, rid, cut=None, bad=False, err=None, headers=None):
     if reply.delay: time.sleep(reply.delay)
-    req.status, headers = 200, headers or {}
-    if not req.body.get('stream'):
-        data = json.dumps((anthropic_json if fmt=='anthropic' else openai_json)(reply, req.body, rid)).encode()
-        if bad is not False and bad is not None: data = data[:len(data)//2]
-        if cut is None: return _send(h, 200, data, headers)
-        h.wfile.write(_head(200, {'content-type': 'application/json', 'content-length': len(data)} | headers) + data[:cut])
-        return _drop(h)
-    evs = (anthropic_events if fmt=='anthropic' else openai_events)(reply, req.body, rid)
-    frames = [_frame(fmt, e) for e in evs] + ([b'data: [DONE]\n\n'] if fmt=='openai' else [])
-    if bad is not False and bad is not None:
-        k = min(int(bad), len(frames)-1)
-        frames[k] = _broken(frames[k])
-    if cut is not None: frames = frames[:cut] + ([_frame(fmt, err)] if err else [])
-    _stream(h, frames, headers, reply.pace, end=cut is None or bool(err))
+    headers = headers or {}
+    try: out = _render(fmt, reply, req.body, rid, bad, cut, err)
+    except Exception as e:
+        return _fail(h, req, fmt, 500, f'Sim: could not render the reply: {type(e).__name__}: {e}', _NO_RETRY)
+    req.status = 200
+    if isinstance(out, list): return _stream(h, out, headers, reply.pace, end=cut is None or bool(err))
+    if cut is None: return _send(h, 200, out, headers)
+    h.wfile.write(_head(200, {'content-type': 'application/json', 'content-length': len(out)} | headers) + out[:cut])
+    _drop(h)
 
 def _fault(h, req, fmt, f, rid):
     if f.delay: time.sleep(f.delay)
@@ -485,26 +650,30 @@ def _fault(h, req, fmt, f, rid):
     err = (f.body if isinstance(f.body, dict) else error_body(fmt, f.status)) if f.status else None
     _reply(h, req, fmt, f.then or Reply(), rid, cut=f.cut_after, bad=f.malformed, err=err, headers=f.headers)
 
+def _problems(sim, fmt, body)->list:
+    if fmt=='anthropic': return check_anthropic(body)
+    return check_openai(body) + (check_alternation(body) if sim.alternate else [])
+
 def _serve(sim, h):
     path = urlsplit(h.path).path
     raw = h.rfile.read(int(h.headers.get('content-length') or 0))
     fmt = 'anthropic' if path.endswith('/messages') else 'openai' if path.endswith('/chat/completions') else None
-    try: body = json.loads(raw) if raw else {}
+    try: body = _loads(raw) if raw else {}
     except ValueError: body = None
     req = Request(h.path, body, {k.lower():v for k,v in h.headers.items()}, fmt)
     with sim._lock:
         sim.requests.append(req)
         rid = f'sim{next(sim._n):04d}'
-    no_retry = {'x-should-retry': 'false'}
-    if fmt is None: return _fail(h, req, 'openai', 404, f'Sim: no endpoint {path!r} (use /v1/messages or /v1/chat/completions)', no_retry)
+    if fmt is None: return _fail(h, req, 'openai', 404, f'Sim: no endpoint {path!r} (use /v1/messages or /v1/chat/completions)', _NO_RETRY)
     if not isinstance(body, dict):
         req.problems = ['The request body is not a valid JSON object']
-        return _fail(h, req, fmt, 400, req.problems[0], no_retry)
-    req.problems = (check_anthropic if fmt=='anthropic' else check_openai)(body)
+        return _fail(h, req, fmt, 400, req.problems[0], _NO_RETRY)
+    try: req.problems = _problems(sim, fmt, body)
+    except Exception as e: return _fail(h, req, fmt, 500, f'Sim: checking the request failed: {type(e).__name__}: {e}', _NO_RETRY)
     if req.problems: return _fail(h, req, fmt, 400, req.problems[0])
     try: item = _next(sim, body)
-    except Exception as e: return _fail(h, req, fmt, 500, f'Sim: the scripted callable raised {type(e).__name__}: {e}', no_retry)
-    if item is None: return _fail(h, req, fmt, 500, 'Sim: no scripted reply (the script is empty and sim.default is None)', no_retry)
+    except Exception as e: return _fail(h, req, fmt, 500, f'Sim: the scripted callable raised {type(e).__name__}: {e}', _NO_RETRY)
+    if item is None: return _fail(h, req, fmt, 500, 'Sim: no scripted reply (the script is empty and sim.default is None)', _NO_RETRY)
     if isinstance(item, Fault): return _fault(h, req, fmt, item, rid)
-    if not isinstance(item, Reply): return _fail(h, req, fmt, 500, f'Sim: expected a Reply or Fault, got {item!r}', no_retry)
+    if not isinstance(item, Reply): return _fail(h, req, fmt, 500, f'Sim: expected a Reply or Fault, got {item!r}', _NO_RETRY)
     _reply(h, req, fmt, item, rid)

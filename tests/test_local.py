@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault('LITELLM_LOCAL_MODEL_COST_MAP', 'True')
-from lisette.local import LocalModelError, check_server_installed, local_model, smollm2_path
+from lisette.local import INSTALL_LLAMA, LocalModelError, check_server_installed, local_model, smollm2_path
 
 # No skip: the README's test command installs the local model, so a missing install is a failure here.
 check_server_installed(); smollm2_path()
@@ -86,6 +86,19 @@ async def test_tool_round_with_asyncchat(lm):
     assert any(isinstance(o, ModelResponseStream) for o in out)
     assert [m['role'] for m in chat.hist] == ['user', 'assistant', 'tool', 'assistant']
 
+async def test_concurrent_streamed_chats_all_complete(lm):
+    "Five streamed chats at once: each gets a whole answer (the server queues them; none is cut off empty)"
+    qs = ['What is the capital of France?', 'Name a colour.', 'Say hello.', 'What is 2 + 2?', 'Name an animal.']
+    chats = [AsyncChat(lm.model, api_base=lm.api_base, api_key=lm.api_key, max_tokens=16) for _ in qs]
+    async def run(chat, q): return [o async for o in await chat(q, stream=True)]
+    outs = await asyncio.gather(*[run(c, q) for c,q in zip(chats, qs)])
+    for out, chat in zip(outs, chats):
+        res = out[-1]
+        assert isinstance(res, ModelResponse) and sum(isinstance(o, ModelResponseStream) for o in out) > 1
+        assert (res.choices[0].message.content or '').strip(), res
+        assert res.choices[0].finish_reason in ('stop', 'length'), res
+        assert [m['role'] for m in chat.hist] == ['user', 'assistant']
+
 # --- no server left behind ------------------------------------------------------------------------------------------
 
 def test_gone_after_normal_exit():
@@ -136,6 +149,14 @@ def test_server_exits_when_its_parent_is_killed():
 def test_errors_say_what_to_install():
     with pytest.raises(LocalModelError, match='GGML_NATIVE=OFF'): check_server_installed(['llama_cpp', 'no_such_module'])
     with pytest.raises(LocalModelError, match='No model file'): local_model(gguf='/no/such.gguf').start()
+
+def test_install_hint_is_this_repositorys_command_only():
+    "PyPI's `lisette` is another project (no `local` extra): the hint names the README's command, run in a checkout"
+    with pytest.raises(LocalModelError) as e: check_server_installed(['no_such_module'])
+    msg = str(e.value)
+    assert 'PyPI' not in msg and 'lisette[local]' not in msg, msg
+    assert INSTALL_LLAMA in msg and 'checkout' in msg, msg
+    assert INSTALL_LLAMA in (ROOT/'README.md').read_text()   # the hint is the quick start's own command
 
 # --- the demo ---------------------------------------------------------------------------------------------------------
 
