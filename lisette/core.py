@@ -446,7 +446,7 @@ def _headers(e)->dict: return getattr(e, 'litellm_response_headers', None) or ge
 
 def transient(e:Exception)->bool:
     "Might the request that raised `e` pass if sent again? (The provider may say, in `x-should-retry`.)"
-    if isinstance(e, litellm.Timeout): return False  # the caller's own deadline
+    if isinstance(e, litellm.Timeout) and not _headers(e): return False  # the caller's own deadline (a server's 408 has headers)
     said = str(_headers(e).get('x-should-retry', '')).lower()
     if said in ('true', 'false'): return said == 'true'
     s = getattr(e, 'status_code', None)
