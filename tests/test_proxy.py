@@ -230,11 +230,10 @@ def declared():
     litellm.model_cost.pop(name, None)
 
 def test_prefill_and_search_need_declaring(pxy, psims):
-    "lisette asks litellm's model info about prefill and search, and it knows nothing of a proxy's model names"
+    "litellm's model info knows nothing of a proxy's model names: lisette warns about the prefill but sends it, and search"
     for s, tag in zip(psims, 'AB'): s.default = echo(tag)
-    with pytest.warns(UserWarning, match="doesn't take a prefill"): mk(pxy, Chat)('hi', prefill='Sure')
-    assert all(b['messages'][-1]['role'] == 'user' for s in psims for b in s.bodies)
-    with pytest.raises(ValueError, match="can't search the web"): mk(pxy, Chat, search='l')
+    with pytest.warns(UserWarning, match="may not take a prefill"): mk(pxy, Chat)('hi', prefill='Sure')
+    mk(pxy, Chat, search='l')   # not refused
 
 def test_prefill_and_search_once_declared(pxy, psims, declared):
     a, b = psims
@@ -352,7 +351,7 @@ async def test_deployment_unreachable_retries_the_other(pxy, psims, after_cooldo
 async def test_all_deployments_down(pxy, psims, after_cooldown, cls):
     "Nothing answers: the error reaches the user, the history keeps just the message, and `chat()` goes on later"
     for s in psims: s.default = lambda body: Fault(status=500)
-    chat = mk(pxy, cls)
+    chat = mk(pxy, cls, num_retries=0)   # the proxy's retries alone
     with pytest.raises(litellm.InternalServerError): await run(chat, 'hi')
     assert chat.hist == [{'role': 'user', 'content': 'hi'}]
     assert all(r.status == 500 for s in psims for r in s.requests) and sum(served(psims)) == 3   # 1 + num_retries
@@ -362,9 +361,9 @@ async def test_all_deployments_down(pxy, psims, after_cooldown, cls):
     assert text(res)[3:] == 'hi' and roles(chat.hist) == ['user', 'assistant']
 
 def test_client_and_proxy_retries_dont_multiply(pxy, psims, after_cooldown):
-    "lisette turns off the OpenAI client's own retries (two, by default): one request to the proxy, 1 + num_retries upstream"
+    "lisette turns off the OpenAI client's own retries: with num_retries=0, one request to the proxy, 1 + the proxy's num_retries upstream"
     for s in psims: s.default = lambda body: Fault(status=500)
-    chat = mk(pxy, Chat)
+    chat = mk(pxy, Chat, num_retries=0)
     with pytest.raises(litellm.InternalServerError): chat('hi')
     assert sum(served(psims)) == 3 and chat.hist == [{'role': 'user', 'content': 'hi'}]
 
