@@ -747,3 +747,15 @@ def test_import_lisette_alone_makes_litellm_quiet_and_offline():
     assert out['tried'] == [], f'importing tried the network: {out["tried"]}'
     assert out['local'], out
     assert out['quiet'] is True, out
+
+@CLASSES
+@MODELS
+async def test_unreadable_response_is_not_sent_again(sim, cls, model):
+    """A whole (non-streamed) response nested too deep for litellm to read: the caller gets litellm's error at once,
+    after one request (sending it again would get the same response), and the history is as before the call"""
+    sim.script(*[Reply(calls=[Call('add', DEEP, id=f'call_{i}')]) for i in range(3)], Reply(text='Fine.'))
+    chat = mk(cls, sim, model, tools=[add])
+    with pytest.raises(Exception) as e: await ask(chat, 'Go deep.', False)
+    assert re.search('Invalid response object|Unable to get json response', str(e.value)), str(e.value)[:300]
+    assert len(sim.requests) == 1
+    assert roles(chat.hist) == ['user']

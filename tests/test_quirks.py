@@ -15,7 +15,7 @@ from litellm import ContextWindowExceededError, BadRequestError
 from litellm.exceptions import MidStreamFallbackError
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from packaging.version import Version
-from lisette.testing import Sim, Reply, Fault
+from lisette.testing import Sim, Reply, Call, Fault
 
 ROOT = Path(__file__).resolve().parent.parent
 LITELLM = Version(version('litellm'))
@@ -318,3 +318,16 @@ def test_broken_openai_stream_raises(sim):
     """`check_stream` raises the error litellm raises for a broken OpenAI-format stream: MidStreamFallbackError."""
     sim.script(Fault(malformed=3, then=Reply(text='one two three four five six')))
     with pytest.raises(MidStreamFallbackError): list(litellm.completion(GPT, HI, stream=True, **kw(sim, GPT)))
+
+@pytest.mark.parametrize('model', [SONNET, GPT], ids=['anthropic', 'openai'])
+def test_unreadable_response_words(sim, model):
+    """`UNREADABLE` in `transient`: a whole response nested deeper than Python's JSON parser goes (tool arguments 3,000
+    lists deep) is one litellm can't read. It raises a 500-like error (InternalServerError for OpenAI, APIConnectionError
+    for Anthropic) though the provider answered 200; lisette knows it by these words and doesn't send it again."""
+    from lisette.core import UNREADABLE, transient
+    deep = '{"a": ' + '['*3000 + ']'*3000 + '}'
+    sim.script(Reply(calls=[Call('add', deep, id='call_d')]))
+    with pytest.raises(Exception) as e: litellm.completion(model, HI, num_retries=0, max_retries=0, **kw(sim, model))
+    assert getattr(e.value, 'status_code', None) == 500 and sim.requests[-1].status == 200
+    assert [m for m in UNREADABLE if m in str(e.value)], str(e.value)[:300]
+    assert not transient(e.value)
