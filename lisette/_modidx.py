@@ -291,5 +291,6 @@ d = { 'settings': { 'branch': 'main',
                                  'lisette.testing.finish_of': ('testing.html#finish_of', 'lisette/testing.py'),
                                  'lisette.testing.openai_events': ('testing.html#openai_events', 'lisette/testing.py'),
                                  'lisette.testing.openai_json': ('testing.html#openai_json', 'lisette/testing.py'),
+                                 'lisette.testing.proxy_python': ('testing.html#proxy_python', 'lisette/testing.py'),
                                  'lisette.testing.sim_usage': ('testing.html#sim_usage', 'lisette/testing.py'),
                                  'lisette.testing.split_text': ('testing.html#split_text', 'lisette/testing.py')}}}

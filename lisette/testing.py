@@ -10,9 +10,9 @@ from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 # %% auto #0
-__all__ = ['Call', 'Reply', 'Fault', 'split_text', 'RawJSON', 'sim_usage', 'finish_of', 'anthropic_json', 'anthropic_events',
-           'openai_json', 'openai_events', 'error_body', 'check_anthropic', 'check_openai', 'check_alternation',
-           'Request', 'Sim']
+__all__ = ['PROXY_REQUIREMENT', 'Call', 'Reply', 'Fault', 'split_text', 'RawJSON', 'sim_usage', 'finish_of', 'anthropic_json',
+           'anthropic_events', 'openai_json', 'openai_events', 'error_body', 'check_anthropic', 'check_openai',
+           'check_alternation', 'Request', 'Sim', 'proxy_python']
 
 # %% ../nbs/02_testing.ipynb #eb0dec0d
 @dataclass
@@ -677,3 +677,24 @@ def _serve(sim, h):
     if isinstance(item, Fault): return _fault(h, req, fmt, item, rid)
     if not isinstance(item, Reply): return _fail(h, req, fmt, 500, f'Sim: expected a Reply or Fault, got {item!r}', _NO_RETRY)
     _reply(h, req, fmt, item, rid)
+
+# %% ../nbs/02_testing.ipynb #8d72df74
+import fcntl, subprocess
+from pathlib import Path
+
+PROXY_REQUIREMENT = 'litellm[proxy]>=1.106.4,<1.111'  # the same as pyproject.toml's `proxy` extra (a test checks)
+
+def proxy_python(env_dir:str|Path, # the proxy's virtual environment: made on first use
+                 requirement:str=PROXY_REQUIREMENT)->Path:
+    "A Python that can run `-m litellm.proxy.proxy_cli`: `env_dir`'s, made with pip on first use (a minute or two)"
+    env_dir = Path(env_dir).resolve()
+    py, ready = env_dir/'bin'/'python', env_dir/'.lisette-ready'
+    env_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(env_dir.parent/f'.{env_dir.name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)   # two test runs at once make it once
+        if ready.exists() and ready.read_text() == requirement: return py
+        subprocess.run([sys.executable, '-m', 'venv', '--clear', str(env_dir)], check=True)
+        r = subprocess.run([str(py), '-m', 'pip', 'install', '-q', requirement], capture_output=True, text=True)
+        if r.returncode: raise RuntimeError(f'Could not install {requirement} into {env_dir}:\n{r.stdout[-1000:]}{r.stderr[-3000:]}')
+        ready.write_text(requirement)
+    return py

@@ -1,4 +1,4 @@
-"""A real LiteLLM proxy (`litellm[proxy]`) on loopback, in front of two `lisette.testing.Sim`s: a session fixture.
+"""A real LiteLLM proxy (`litellm[proxy]`, in a virtual environment of its own: `.venvs/proxy`) on loopback, in front of two `lisette.testing.Sim`s: a session fixture.
 
 The proxy routes one model name, `lisette-test`, to two deployments: `anthropic/claude-sonnet-4-5` on sim A and
 `openai/gpt-4o` on sim B, shuffled, with retries. It runs as a subprocess in its own process group, with no
@@ -9,7 +9,9 @@ Use it from a test module with `from proxy_fixture import *` (tests/ is on `sys.
 import os, shutil, signal, socket, subprocess, sys, tempfile, textwrap, time, urllib.request
 from pathlib import Path
 import pytest
-from lisette.testing import Sim
+from lisette.testing import Sim, proxy_python
+
+PROXY_ENV = Path(__file__).resolve().parent.parent/'.venvs'/'proxy'   # made on first use, a minute or two
 
 __all__ = ['MODEL', 'MASTER_KEY', 'TEAM_KEY', 'free_port', 'auth_hook', 'proxy_config', 'Proxy', 'proxy', 'psims', 'pxy']
 
@@ -88,7 +90,7 @@ class Proxy:
         "Start the proxy and wait until `/health/liveliness` answers; seconds taken"
         t = time.monotonic()
         with open(self.dir/'proxy.log', 'wb') as log:
-            self.proc = subprocess.Popen([sys.executable, '-m', 'litellm.proxy.proxy_cli', '--config', str(self.dir/'config.yaml'),
+            self.proc = subprocess.Popen([str(proxy_python(PROXY_ENV)), '-m', 'litellm.proxy.proxy_cli', '--config', str(self.dir/'config.yaml'),
                                           '--host', '127.0.0.1', '--port', str(self.port)],
                                          cwd=self.dir, env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)

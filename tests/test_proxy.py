@@ -3,9 +3,7 @@ OpenAI-compatible endpoint (`openai/lisette-test` + `api_base`), and the proxy l
 translates to two simulated upstreams (Anthropic on sim A, OpenAI on sim B). Plain, streamed, tool loops,
 thinking, load balancing, the proxy's auth and failure answers, and 200 conversations at once."""
 import asyncio, json, time, urllib.request
-from importlib.metadata import PackageNotFoundError, version
 import pytest
-version('litellm-proxy-extras')  # no skip: the README's test command installs the `proxy` extra, so its absence fails here
 from lisette.core import Chat, delta_text       # first: it keeps litellm's import offline and quiet
 import litellm
 from litellm import ModelResponse, ModelResponseStream

@@ -74,9 +74,12 @@ def test_oldest_constraints_are_the_lower_bounds():
     for name, v in pins.items(): assert ranges[name][0] == v, (name, ranges[name], v)
 
 def test_proxy_extra_has_the_core_range():
-    "The `proxy` extra's litellm range is the core one, so installing it never moves litellm"
+    "The `proxy` extra's litellm range is the core one, and the tests' own proxy environment installs that same range"
+    from lisette.testing import PROXY_REQUIREMENT
     ranges = dependency_ranges()
     assert ranges['litellm[proxy]'] == ranges['litellm']
+    lo, hi = ranges['litellm']
+    assert PROXY_REQUIREMENT == f'litellm[proxy]>={lo},<{hi}', PROXY_REQUIREMENT
 
 def test_installed_litellm_is_in_range():
     lo, hi = dependency_ranges()['litellm']
