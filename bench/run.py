@@ -62,7 +62,8 @@ def history(n:int)->list:
 
 def cases(sim, cfg:dict, want=lambda fig: True)->list:
     import litellm
-    from lisette.core import Chat, lite_mk_func
+    from lisette import Chat
+    from lisette.tools import lite_mk_func
     from lisette.asink import AsyncChat
     cs, o = [], sim.openai_base
 

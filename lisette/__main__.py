@@ -6,7 +6,7 @@
 __all__ = ['DEFAULT_PROMPT', 'add', 'parse_args', 'demo', 'main']
 
 # %% ../nbs/04_main.ipynb #5bea1dde
-from .asink import AsyncChat  # first: lisette.core quiets litellm before litellm is imported
+from . import AsyncChat   # first: lisette quiets litellm before litellm is imported
 from .display import TerminalPrinter
 from .local import local_model
 import argparse, asyncio, os, sys, time

@@ -6,7 +6,7 @@
 __all__ = ['response_md', 'TerminalPrinter', 'LiveMarkdown', 'display_stream', 'adisplay_stream']
 
 # %% ../nbs/05_display.ipynb #4e41d6ba
-from .core import delta_text, usage_of
+from .replies import delta_text, usage_of
 from litellm import ModelResponse, ModelResponseStream
 from fastcore.utils import patch
 import sys

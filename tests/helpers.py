@@ -2,7 +2,7 @@
 and readers of histories and request bodies."""
 import asyncio, time
 import pytest
-from lisette.core import Chat   # first: it keeps litellm's import offline and quiet
+from lisette import Chat   # first: it keeps litellm's import offline and quiet
 from lisette.testing import Sim, check_anthropic, check_openai
 
 SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'

@@ -3,9 +3,9 @@ once, cancellation and abandoned streams leaving a valid transcript, many chats 
 Everything runs against `lisette.testing.Sim` on loopback."""
 import asyncio, gc, threading, time
 import pytest
-from lisette.core import Chat, delta_text, CANCELLED, NOT_RUN   # first: it keeps litellm's import offline and quiet
+from lisette import Chat, delta_text, CANCELLED, NOT_RUN   # first: it keeps litellm's import offline and quiet
 from litellm import ModelResponse, ModelResponseStream
-from lisette.asink import AsyncChat, StreamAbandoned
+from lisette import AsyncChat, StreamAbandoned
 from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai
 
 

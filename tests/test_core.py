@@ -1,7 +1,7 @@
 "Failure cases of the sync `Chat` against the simulator: what the user sees, what reached the provider, what the history holds"
 import json, logging, warnings
 import pytest, litellm
-from lisette.core import Chat, NOT_RUN, mk_msg
+from lisette import Chat, NOT_RUN, mk_msg
 from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai
 
 SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'

@@ -8,10 +8,10 @@ import asyncio, copy, gc, inspect, json, os, re, subprocess, sys, textwrap, thre
 from dataclasses import dataclass
 import pytest
 from pydantic import BaseModel, Field
-from lisette.core import Chat   # first: it keeps litellm's import offline and quiet
+from lisette import Chat   # first: it keeps litellm's import offline and quiet
 import litellm
 from litellm import ModelResponse
-from lisette.asink import AsyncChat
+from lisette import AsyncChat
 from lisette.testing import Reply, Call, Fault
 
 from helpers import *

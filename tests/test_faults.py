@@ -8,10 +8,11 @@ from contextlib import contextmanager
 from pathlib import Path
 import pytest
 import lisette
-from lisette.core import Chat, CANCELLED, RETRIES, delta_text   # first: it keeps litellm's import offline and quiet
+from lisette import Chat, CANCELLED, delta_text   # first: it keeps litellm's import offline and quiet
+from lisette.quirks import RETRIES
 import litellm, openai
 from litellm import ModelResponse, ModelResponseStream
-from lisette.asink import AsyncChat, StreamAbandoned
+from lisette import AsyncChat, StreamAbandoned
 from lisette.testing import Reply, Call, Fault, anthropic_events, openai_events
 
 CLASSES = pytest.mark.parametrize('cls', [Chat, AsyncChat], ids=['sync', 'async'])

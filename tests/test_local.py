@@ -10,7 +10,7 @@ from lisette.local import INSTALL_LLAMA, LocalModelError, check_server_installed
 # No skip: the README's test command installs the local model, so a missing install is a failure here.
 check_server_installed(); smollm2_path()
 
-from lisette.asink import AsyncChat
+from lisette import AsyncChat
 from litellm import ModelResponse, ModelResponseStream
 import litellm
 

@@ -4,10 +4,10 @@ translates to two simulated upstreams (Anthropic on sim A, OpenAI on sim B). Pla
 thinking, load balancing, the proxy's auth and failure answers, and 200 conversations at once."""
 import asyncio, json, time, urllib.request
 import pytest
-from lisette.core import Chat, delta_text       # first: it keeps litellm's import offline and quiet
+from lisette import Chat, delta_text       # first: it keeps litellm's import offline and quiet
 import litellm
 from litellm import ModelResponse, ModelResponseStream
-from lisette.asink import AsyncChat
+from lisette import AsyncChat
 from lisette.testing import Reply, Call, Fault, check_anthropic, check_openai
 from proxy_fixture import *
 

@@ -198,7 +198,7 @@ def test_cache_control_goes_to_every_provider(sim):
     assert sim.bodies[-1]['messages'][0]['content'][0]['cache_control'] == {'type': 'ephemeral'}
 
 def test_thinking_keeps_temperature(sim):
-    """`_think_kw` (no temperature while thinking): litellm sends a temperature along with Anthropic's `thinking`,
+    """`think_kw` (no temperature while thinking): litellm sends a temperature along with Anthropic's `thinking`,
     which Anthropic rejects unless it is 1, so lisette leaves the temperature out when asked to think."""
     sim.script(Reply(text='ok', thinking='Hmm.'))
     with pytest.raises(litellm.BadRequestError): litellm.completion(SONNET, HI, reasoning_effort='low', temperature=0, **kw(sim, SONNET))
@@ -327,7 +327,7 @@ def test_unreadable_response_words(sim, model):
     """`UNREADABLE` in `transient`: a whole response nested deeper than Python's JSON parser goes (tool arguments 3,000
     lists deep) is one litellm can't read. It raises a 500-like error (InternalServerError for OpenAI, APIConnectionError
     for Anthropic) though the provider answered 200; lisette knows it by these words and doesn't send it again."""
-    from lisette.core import UNREADABLE, transient
+    from lisette.quirks import UNREADABLE, transient
     deep = '{"a": ' + '['*3000 + ']'*3000 + '}'
     sim.script(Reply(calls=[Call('add', deep, id='call_d')]))
     with pytest.raises(Exception) as e: litellm.completion(model, HI, num_retries=0, max_retries=0, **kw(sim, model))

@@ -16,8 +16,8 @@ import asyncio, copy, dataclasses, gc, itertools, json, os, random, re, secrets,
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from lisette.core import Chat, delta_text   # first: it keeps litellm's import offline and quiet
-from lisette.asink import AsyncChat, StreamAbandoned
+from lisette import Chat, delta_text   # first: it keeps litellm's import offline and quiet
+from lisette import AsyncChat, StreamAbandoned
 from lisette.testing import Sim, Reply, Call, Fault
 from litellm import ModelResponse, ModelResponseStream
 from helpers import SONNET, GPT, base, check, text
