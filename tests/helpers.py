@@ -1,6 +1,6 @@
 """Helpers shared by the tests that talk to `lisette.testing.Sim`: a per-module simulator, chats pointed at it,
 and readers of histories and request bodies."""
-import asyncio, time
+import asyncio, gc, time
 import pytest
 from lisette.core import Chat   # first: it keeps litellm's import offline and quiet
 from lisette.testing import Sim, check_anthropic, check_openai
@@ -83,3 +83,10 @@ def recording_add():
         ran.append((a, b))
         return a + b
     return add2, ran
+
+LIVE = {'Turn', 'Chat', 'AsyncChat', 'Stream', 'AStream', 'ModelResponse', 'ModelResponseStream'}
+
+def live_objects()->int:
+    """How many of lisette's and litellm's chats, turns, streams and responses are alive. By exact type: `isinstance`
+    with pydantic's models (ABCs) over every object would fill the ABCs' caches"""
+    return sum(type(o).__name__ in LIVE and type(o).__module__.startswith(('lisette', 'litellm')) for o in gc.get_objects())
