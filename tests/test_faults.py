@@ -23,38 +23,10 @@ from helpers import *
 
 def split_kw(where, **kw): return (kw, {}) if where == 'chat' else ({}, kw)
 
-def sync_call(f):
-    """Run sync call `f`, then collect young garbage at once. A sync stream that leaves its response body open (see
-    `test_sync_stream_leaves_no_open_response`) leaves it to a later, random collection, and closing it there can
-    deadlock the thread inside httpcore's pool lock. Collecting here, where no lock is held, keeps the matrix from
-    hanging on that bug (the test named fails on it instead)"""
-    try: return f()
-    finally: gc.collect(1)
-
 @pytest.fixture(autouse=True)
 def _collect_after():
     yield
-    gc.collect(1)   # as in `sync_call`: what a test left open is closed here, not inside some later request
-
-async def collect(chat, msg=None, stream=False, out=None, each=None, **kw)->list:
-    "Everything one call yields (a stream's items, or `return_all`'s list), appended to `out` as it comes"
-    out = [] if out is None else out
-    def got(o):
-        out.append(o)
-        if each and stream: each(o)   # called while the stream is being read
-    if isinstance(chat, AsyncChat):
-        async for o in await chat(msg, stream=stream, return_all=not stream, **kw): got(o)
-        return out
-    def run():
-        for o in chat(msg, stream=stream, return_all=not stream, **kw): got(o)
-    await asyncio.to_thread(sync_call, run)   # in a thread, so the sync chat can't block (or lean on) this loop
-    return out
-
-async def ask(chat, msg=None, stream=False, **kw):
-    "One call on `chat`, sync or async, streamed or not: its final response, or what it raised"
-    if isinstance(chat, AsyncChat) and not stream: return await chat(msg, **kw)
-    if not stream: return await asyncio.to_thread(sync_call, lambda: chat(msg, **kw))
-    return (await collect(chat, msg, True, **kw))[-1]
+    gc.collect(1)   # as in `sync_call` (helpers): what a test left open is closed here, not inside some later request
 
 def said(m)->str: return m['content'] if isinstance(m['content'], str) else ' '.join(p.get('text', '') for p in m['content'])
 
@@ -76,12 +48,6 @@ async def next_call_works(sim, chat, model, stream=False):
     asked, answer = chat.hist[-2:]
     assert answer == a('Next answer.') and asked['role'] == 'user' and said(asked).endswith('Next?')
     accepted(sim, model)
-
-def add(a:int, # the first number
-        b:int  # the second number
-       )->int:
-    "Add two numbers"
-    return a + b
 
 # ---------------------------------------------------------------- 1. provider errors: 429, 500, 529
 
@@ -456,16 +422,10 @@ async def test_bad_arguments(sim, cls, stream, model):
 async def test_arguments_of_the_wrong_type(sim, cls, stream, model):
     """JSON of the wrong types (strings for ints): the tool never runs with them; the model gets the right answer
     (the string coerced) or an error naming the argument"""
-    got = []
-    def add3(a:int, # the first number
-             b:int  # the second number
-            )->int:
-        "Add two integers"
-        got.append((a, b))
-        return a + b
-    sim.script(Reply(calls=[Call('add3', {'a': '2', 'b': '3'}, id='call_s'), Call('add3', {'a': 'two', 'b': [3]}, id='call_t')]),
+    add2, got = recording_add()
+    sim.script(Reply(calls=[Call('add2', {'a': '2', 'b': '3'}, id='call_s'), Call('add2', {'a': 'two', 'b': [3]}, id='call_t')]),
                Reply(text='Done.'))
-    chat = mk(cls, sim, model, tools=[add3])
+    chat = mk(cls, sim, model, tools=[add2])
     assert text(await ask(chat, 'Add.', stream)) == 'Done.'
     accepted(sim, model)
     r1, r2 = tool_texts(chat.hist)
