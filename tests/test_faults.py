@@ -472,8 +472,8 @@ class Thing:
 class NoRepr:
     def __repr__(self): raise RuntimeError('no repr for you')
 
-RETURNS = {'dict': {'n': 1, 'items': [1, 2]}, 'list': [1, 'two', None], 'none': None, 'object': Thing(),
-           'bytes': b'\x00\xffraw bytes', 'set': {3}, 'broken_repr': NoRepr(), 'nan': float('nan')}
+RETURNS = {'dict': {'n': 1, 'items': [1, 2]}, 'dict_of_objects': {'n': 2, 'obj': object}, 'list': [1, 'two', None],
+           'none': None, 'object': Thing(), 'bytes': b'\x00\xffraw bytes', 'set': {3}, 'broken_repr': NoRepr(), 'nan': float('nan')}
 
 @CLASSES
 @STREAMS
@@ -490,6 +490,7 @@ async def test_non_string_tool_results(sim, cls, stream, model):
     res = dict(zip(RETURNS, tool_texts(chat.hist)))
     assert all(isinstance(t, str) and t for t in res.values()), res
     assert json.loads(res['dict']) == {'n': 1, 'items': [1, 2]}
+    assert json.loads(res['dict_of_objects']) == {'n': 2, 'obj': repr(object)}   # JSON, what isn't JSON as its repr
     assert json.loads(res['list']) == [1, 'two', None]
     assert res['none'] in ('null', 'None')
     assert 'Thing<42>' in res['object']
