@@ -140,8 +140,9 @@ def main(argv=None):
     print('-' * 72)
     for k in R: print(f"{k:<8} heap growth {med[k]['growth']:+8,.0f} B a conversation (median of {cfg['reps']}), "
                       f"batch {med[k]['secs']:.1f} s, objects left {med[k]['left']:+.0f}")
-    ratio = med['lisette']['growth'] / med['raw']['growth'] if med['raw']['growth'] > 50 else None   # a ratio of noise means nothing
-    print(f"lisette - raw: {g:+,.0f} B a conversation" + (f"; ratio {ratio:.2f}" if ratio else '') +
+    ratio = (med['lisette']['growth'] / med['raw']['growth']   # a ratio of noise (or of a shrinking heap) means nothing
+             if min(med['lisette']['growth'], med['raw']['growth']) > 50 else None)
+    print(f"lisette - raw: {g:+,.0f} B a conversation" + (f"; ratio {ratio:.2f}" if ratio else '; no ratio: a growth within the noise') +
           f"; batch time ratio {s:.3f}" + ('' if same else '  (request bodies differ!)'))
     print(f"{time.perf_counter() - t0:.1f} s | load avg {os.getloadavg()[0]:.2f} at the end")
     path = Path(a.out) if a.out else HERE / ('memory-quick.json' if a.quick else 'memory.json')
