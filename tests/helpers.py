@@ -1,8 +1,8 @@
 """Helpers shared by the tests that talk to `lisette.testing.Sim`: a per-module simulator, chats pointed at it,
 and readers of histories and request bodies."""
-import asyncio, time
+import asyncio, gc, time
 import pytest
-from lisette import Chat   # first: it keeps litellm's import offline and quiet
+from lisette import Chat, AsyncChat   # first: it keeps litellm's import offline and quiet
 from lisette.testing import Sim, check_anthropic, check_openai
 
 SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'
@@ -29,6 +29,19 @@ def u(s): return {'role': 'user', 'content': s}
 def a(s): return {'role': 'assistant', 'content': s}
 def roles(hist): return [m['role'] for m in hist]
 def tool_texts(hist): return [m['content'] for m in hist if m['role'] == 'tool']
+
+def add(a:int, # the first number
+        b:int  # the second number
+       )->int:
+    "Add two numbers"
+    return a + b
+
+async def aadd(a:int, # the first number
+               b:int  # the second number
+              )->int:
+    "Add two numbers, awaited"
+    await asyncio.sleep(0)
+    return a + b
 
 def accepted(sim, model, i=-1):
     "The `i`th request was answered (not rejected) and its transcript passes the provider's strict check"
@@ -66,6 +79,34 @@ def last_message(body):
     if m.get('role') == 'tool' or (isinstance(c, list) and c[-1].get('type') == 'tool_result'): return 'tool', None
     return 'text', c if isinstance(c, str) else [p.get('text') for p in c if p.get('type') == 'text'][-1]
 
+def sync_call(f):
+    """Run sync call `f`, then collect young garbage at once. A sync stream that leaves its response body open (see
+    `test_sync_stream_leaves_no_open_response`) leaves it to a later, random collection, and closing it there can
+    deadlock the thread inside httpcore's pool lock. Collecting here, where no lock is held, keeps the tests from
+    hanging on that bug (the test named fails on it instead)"""
+    try: return f()
+    finally: gc.collect(1)
+
+async def collect(chat, msg=None, stream=False, out=None, each=None, **kw)->list:
+    "Everything one call yields (a stream's items, or `return_all`'s list), appended to `out` as it comes"
+    out = [] if out is None else out
+    def got(o):
+        out.append(o)
+        if each and stream: each(o)   # called while the stream is being read
+    if isinstance(chat, AsyncChat):
+        async for o in await chat(msg, stream=stream, return_all=not stream, **kw): got(o)
+        return out
+    def run():
+        for o in chat(msg, stream=stream, return_all=not stream, **kw): got(o)
+    await asyncio.to_thread(sync_call, run)   # in a thread, so the sync chat can't block (or lean on) this loop
+    return out
+
+async def ask(chat, msg=None, stream=False, **kw):
+    "One call on `chat`, sync (in a worker thread) or async, streamed or not: its final response, or what it raised"
+    if isinstance(chat, AsyncChat) and not stream: return await chat(msg, **kw)
+    if not stream: return await asyncio.to_thread(sync_call, lambda: chat(msg, **kw))
+    return (await collect(chat, msg, True, **kw))[-1]
+
 async def wait_until(cond, timeout=5.0):
     t = time.monotonic()
     while not cond():
@@ -83,3 +124,10 @@ def recording_add():
         ran.append((a, b))
         return a + b
     return add2, ran
+
+LIVE = {'Turn', 'Chat', 'AsyncChat', 'Stream', 'AStream', 'ModelResponse', 'ModelResponseStream'}
+
+def live_objects()->int:
+    """How many of lisette's and litellm's chats, turns, streams and responses are alive. By exact type: `isinstance`
+    with pydantic's models (ABCs) over every object would fill the ABCs' caches"""
+    return sum(type(o).__name__ in LIVE and type(o).__module__.startswith(('lisette', 'litellm')) for o in gc.get_objects())

@@ -27,12 +27,6 @@ def view(o):
 
 # ---------------------------------------------------------------- tools
 
-def add(a:int, # the first number
-        b:int  # the second number
-       )->int:
-    "Add two numbers"
-    return a + b
-
 def explode(why:str # what went wrong
            )->str:
     "A tool that always fails"
@@ -421,12 +415,17 @@ def _echo(body):
     "A reply naming the last user text of the request, so each call can tell it got its own answer"
     return Reply(text=f'echo: {body_texts(body)[-1]}', delay=0.05)
 
+def echo_chat(sim, model, abandon_after=None)->AsyncChat:
+    "An `AsyncChat` on `sim` answering with `_echo`; `abandon_after`, if given, the grace an unread stream gets"
+    sim.default = _echo
+    chat = mk(AsyncChat, sim, model)
+    if abandon_after is not None: chat.abandon_after = abandon_after
+    return chat
+
 @MODELS
 async def test_two_calls_at_once_dont_interleave(sim, model):
     "Two calls at once on one chat: one after the other, each with its own answer"
-    sim.default = _echo
-    chat = mk(AsyncChat, sim, model)
-    chat.abandon_after = 0.1
+    chat = echo_chat(sim, model, abandon_after=0.1)
     r1, r2 = await asyncio.wait_for(asyncio.gather(chat('first'), chat('second')), 10)
     assert (text(r1), text(r2)) == ('echo: first', 'echo: second')
     assert chat.hist == [u('first'), a('echo: first'), u('second'), a('echo: second')]
@@ -436,9 +435,7 @@ async def test_two_calls_at_once_dont_interleave(sim, model):
 @MODELS
 async def test_two_streamed_calls_at_once(sim, model):
     "Two streamed calls at once, each read to the end by its own task: not interleaved"
-    sim.default = _echo
-    chat = mk(AsyncChat, sim, model)
-    chat.abandon_after = 0.1
+    chat = echo_chat(sim, model, abandon_after=0.1)
     async def read(msg): return [o async for o in await chat(msg, stream=True)]
     o1, o2 = await asyncio.wait_for(asyncio.gather(read('first'), read('second')), 10)
     assert (text(o1[-1]), text(o2[-1])) == ('echo: first', 'echo: second')
@@ -449,8 +446,7 @@ async def test_two_streamed_calls_at_once(sim, model):
 @MODELS
 async def test_waiting_call_starts_when_the_first_ends(sim, model):
     "A call waiting for another starts when that one ends, not after a poll interval or `abandon_after`"
-    sim.default = _echo
-    chat = mk(AsyncChat, sim, model)
+    chat = echo_chat(sim, model)
     t = time.monotonic()
     r1, r2 = await asyncio.wait_for(asyncio.gather(chat('first'), chat('second')), 10)
     el = time.monotonic() - t
@@ -462,9 +458,7 @@ async def test_abandoned_stream_doesnt_block_calls_at_once(sim, model):
     """A stream left unread (but still referenced) while two more calls come at once: they go ahead after the grace,
     one at a time; reading the stream afterwards raises `StreamAbandoned`"""
     sim.script(Reply(text='A long story told in very many little chunks', chunks=8))
-    sim.default = _echo
-    chat = mk(AsyncChat, sim, model)
-    chat.abandon_after = 0.2
+    chat = echo_chat(sim, model, abandon_after=0.2)
     g = await chat('Tell me a story.', stream=True)
     first = await g.__anext__()
     assert isinstance(first, ModelResponseStream)
@@ -483,9 +477,7 @@ async def test_waiting_calls_keep_their_order(sim, model, busy):
     """Calls that wait for a busy chat go in the order they were made ('a call waits for the one before it').
     in_flight: the chat answers a slow request (0.3 s); 'B' is called at 0 s, 'C' at 0.15 s.
     abandoned: a stream sits unread; 'B' and 'C' are called at once"""
-    sim.default = _echo
-    chat = mk(AsyncChat, sim, model)
-    chat.abandon_after = 0.2
+    chat = echo_chat(sim, model, abandon_after=0.2)
     if busy == 'in_flight':
         sim.script(Reply(text='slow answer', delay=0.3))
         busy_task = asyncio.create_task(chat('A'))

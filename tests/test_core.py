@@ -2,81 +2,47 @@
 import json, logging, warnings
 import pytest, litellm
 from lisette import Chat, NOT_RUN, mk_msg
-from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai
+from lisette.testing import Reply, Call, Fault
 
-SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'
-checks = {SONNET: check_anthropic, GPT: check_openai}
-
-@pytest.fixture(scope='module')
-def sim():
-    with Sim() as s: yield s
-
-@pytest.fixture(autouse=True)
-def fresh(sim): sim.reset()
-
-def mk(sim, model, **kw):
-    return Chat(model, api_base=sim.anthropic_base if model==SONNET else sim.openai_base, api_key='sk-test', **kw)
-
-def text(r): return r.choices[0].message.content
-def tool_texts(chat): return [m['content'] for m in chat.hist if m['role']=='tool']
-
-def add(a:int, # first
-        b:int  # second
-       )->int:
-    "Add a and b"
-    return a + b
+from helpers import *
 
 def boom(x:str # anything
         )->str:
     "Always fails"
     raise RuntimeError(f'boom: {x}')
 
-models = pytest.mark.parametrize('model', [SONNET, GPT])
-
-@models
+@MODELS
 @pytest.mark.parametrize('stream', [False, True])
 def test_tool_failures_become_results(sim, model, stream):
     "A raising tool, an unregistered name (even a lisette.core global), bad JSON, wrong argument types: all answered, chat finishes"
     sim.script(Reply(calls=[Call('boom', {'x': 'hi'}), Call('mk_msg', {'content': 'x'}), Call('__import__', {'name': 'os'}),
                             Call('add', '{"a": 1, "b":'), Call('add', {'a': 1, 'c': 2})]),
                Reply(text='All failed.'))
-    chat = mk(sim, model, tools=[add, boom])
+    chat = mk(Chat, sim, model, tools=[add, boom])
     res = chat('go', stream=stream)
     if stream: res = list(res)[-1]
     assert text(res) == 'All failed.'
-    t = tool_texts(chat)
+    t = tool_texts(chat.hist)
     assert t[0] == 'Error: RuntimeError: boom: hi'
     assert t[1] == "Error: no tool named 'mk_msg'; the tools are: add, boom"
     assert t[2] == "Error: no tool named '__import__'; the tools are: add, boom"
     assert t[3].startswith('Error: arguments')
     assert t[4].startswith('Error: TypeError:')
-    assert checks[model](sim.bodies[-1]) == [] and not sim.requests[-1].rejected
+    assert check(model)(sim.bodies[-1]) == [] and not sim.requests[-1].rejected
     assert [m['role'] for m in chat.hist] == ['user', 'assistant'] + ['tool']*5 + ['assistant']
 
 def test_explicit_ns_limits_what_runs(sim):
     "With `ns`, only the functions in it run, even if `tools` lists more"
     sim.script(Reply(calls=[Call('add', {'a': 1, 'b': 2})]), Reply(text='no'))
-    chat = mk(sim, SONNET, tools=[add], ns={})
+    chat = mk(Chat, sim, SONNET, tools=[add], ns={})
     chat('add')
-    assert tool_texts(chat) == ["Error: no tool named 'add'; the tools are: none"]
+    assert tool_texts(chat.hist) == ["Error: no tool named 'add'; the tools are: none"]
 
-@models
-def test_non_string_tool_results(sim, model):
-    def info(n:int # how many
-            )->dict:
-        "Some structured info"
-        return {'n': n, 'items': list(range(n)), 'obj': object}
-    sim.script(Reply(calls=[Call('info', {'n': 2})]), Reply(text='ok'))
-    chat = mk(sim, model, tools=[info])
-    chat('info')
-    d = json.loads(tool_texts(chat)[0])
-    assert d['n'] == 2 and d['items'] == [0, 1] and d['obj'] == repr(object)
-
-@models
+@MODELS
 @pytest.mark.parametrize('stream', [False, True])
 def test_provider_error_keeps_user_message(sim, model, stream):
     sim.script(Fault(status=500))
-    chat = mk(sim, model)
+    chat = mk(Chat, sim, model)
     with pytest.raises(litellm.InternalServerError):
         r = chat('hello', stream=stream)
         if stream: list(r)
@@ -84,39 +50,39 @@ def test_provider_error_keeps_user_message(sim, model, stream):
     sim.script(Reply(text='hi'))
     assert text(chat()) == 'hi'
     assert [m['role'] for m in chat.hist] == ['user', 'assistant']
-    assert checks[model](sim.bodies[-1]) == []
+    assert check(model)(sim.bodies[-1]) == []
 
-@models
+@MODELS
 def test_error_in_second_round_keeps_whole_first_round(sim, model):
     sim.script(Reply(calls=[Call('add', {'a': 1, 'b': 2})]), Fault(status=500))
-    chat = mk(sim, model, tools=[add])
+    chat = mk(Chat, sim, model, tools=[add])
     with pytest.raises(litellm.InternalServerError): chat('add')
     assert [m['role'] for m in chat.hist] == ['user', 'assistant', 'tool']
     sim.script(Reply(text='3'))
     assert text(chat()) == '3'
-    assert checks[model](sim.bodies[-1]) == [] and not sim.requests[-1].rejected
+    assert check(model)(sim.bodies[-1]) == [] and not sim.requests[-1].rejected
 
-@models
+@MODELS
 def test_cut_stream_drops_half_reply(sim, model):
     sim.script(Fault(cut_after=2, then=Reply(text='a b c d e f g h', chunks=8)))
-    chat = mk(sim, model)
+    chat = mk(Chat, sim, model)
     with pytest.raises(Exception): list(chat('story', stream=True))
     assert chat.hist == [{'role': 'user', 'content': 'story'}]
     sim.script(Reply(text='ok'))
     assert text(chat('again')) == 'ok'
-    assert checks[model](sim.bodies[-1]) == [] and not sim.requests[-1].rejected
+    assert check(model)(sim.bodies[-1]) == [] and not sim.requests[-1].rejected
 
-@models
+@MODELS
 def test_abandoned_stream_after_tool_call_response(sim, model):
     "Stop reading right after the reply that asks for a tool: that round is dropped, the next call works"
     sim.script(Reply(calls=[Call('add', {'a': 1, 'b': 2})], chunks=2))
-    chat = mk(sim, model, tools=[add])
+    chat = mk(Chat, sim, model, tools=[add])
     for o in chat('add', stream=True):
         if type(o).__name__ == 'ModelResponse': break
     sim.script(Reply(text='fresh'))
     assert text(chat('something else')) == 'fresh'
     assert chat.hist == [{'role': 'user', 'content': 'add\n\nsomething else'}, {'role': 'assistant', 'content': 'fresh'}]
-    assert checks[model](sim.bodies[-1]) == [] and not sim.requests[-1].rejected
+    assert check(model)(sim.bodies[-1]) == [] and not sim.requests[-1].rejected
 
 bad_calls = [
     (dict(msg=''), ValueError, 'empty'),
@@ -129,10 +95,10 @@ bad_calls = [
     (dict(msg=None), ValueError, 'nothing for the model to answer'),
 ]
 
-@models
+@MODELS
 @pytest.mark.parametrize('kw,exc,msg', bad_calls)
 def test_bad_call_is_clear_and_leaves_history(sim, model, kw, exc, msg):
-    chat = mk(sim, model, hist=['hi', 'hello'])
+    chat = mk(Chat, sim, model, hist=['hi', 'hello'])
     before = [dict(m) for m in chat.hist]
     with pytest.raises(exc, match=msg):
         kw = dict(kw); chat(kw.pop('msg'), **kw)

@@ -27,14 +27,6 @@ def _collect_after():
 
 # ---------------------------------------------------------------- helpers
 
-async def ask(chat, msg=None, stream=False, **kw):
-    "One call on `chat`: sync in a worker thread, async awaited; streamed or not; its final response"
-    if isinstance(chat, AsyncChat):
-        if not stream: return await chat(msg, **kw)
-        return [o async for o in await chat(msg, stream=True, **kw)][-1]
-    if not stream: return await asyncio.to_thread(chat, msg, **kw)
-    return (await asyncio.to_thread(lambda: list(chat(msg, stream=True, **kw))))[-1]
-
 async def raised_at_call(chat, *args, **kw):
     "What calling `chat` raised at the call (for `AsyncChat`: at `await chat(...)`); None if nothing (streams unread)"
     try:
@@ -80,12 +72,6 @@ def paired(hist):
         want = [tc['id'] for tc in m['tool_calls']]
         got = [r['tool_call_id'] for r in hist[i+1:i+1+len(want)] if r['role'] == 'tool']
         assert got == want, f'message {i}: calls {want} answered by {got}'
-
-def add(a:int, # the first number
-        b:int  # the second number
-       )->int:
-    "Add two numbers"
-    return a + b
 
 def tool_call(id, name='add', args='{"a": 1, "b": 2}'):
     return {'id': id, 'type': 'function', 'function': {'name': name, 'arguments': args}}
@@ -521,13 +507,6 @@ async def test_prefill_on_gpt4o_is_sent_with_a_warning(sim, cls, stream):
     assert chat.hist == [u('Answer briefly.'), a('Here is a short answer.')]
 
 # ================================================================ Tools and concurrency
-
-async def aadd(a:int, # the first number
-               b:int  # the second number
-              )->int:
-    "Add two numbers, awaited"
-    await asyncio.sleep(0)
-    return a + b
 
 @CLASSES
 @MODELS

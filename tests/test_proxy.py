@@ -10,6 +10,7 @@ from litellm import ModelResponse, ModelResponseStream
 from lisette import AsyncChat
 from lisette.testing import Reply, Call, Fault, check_anthropic, check_openai
 from proxy_fixture import *
+from helpers import text, roles
 
 CLASSES = pytest.mark.parametrize('cls', [Chat, AsyncChat], ids=['sync', 'async'])
 
@@ -26,8 +27,6 @@ async def run(chat, msg=None, stream=False, **kw)->list:
         return [o async for o in await chat(msg, stream=True, **kw)]
     return list(chat(msg, stream=True, **kw)) if stream else [chat(msg, **kw)]
 
-def text(res): return res.choices[0].message.content
-def roles(hist): return [m['role'] for m in hist]
 def valid(hist): return check_openai({'messages': hist}) == []
 
 def user_texts(body)->list:

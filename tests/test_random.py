@@ -20,7 +20,7 @@ from lisette import Chat, delta_text   # first: it keeps litellm's import offlin
 from lisette import AsyncChat, StreamAbandoned
 from lisette.testing import Sim, Reply, Call, Fault
 from litellm import ModelResponse, ModelResponseStream
-from helpers import SONNET, GPT, base, check, text
+from helpers import SONNET, GPT, base, check, text, add, aadd
 
 CALL_LIMIT = 20       # seconds a call may take before its scenario is reported as hung
 SCENARIO_LIMIT = 90   # seconds a whole scenario may take
@@ -33,19 +33,6 @@ def settings():
     return int(seed), int(only) if only else None, float(os.environ.get('LISETTE_RANDOM_SECONDS') or 60)
 
 # ---------------------------------------------------------------- tools: sync and async, quick, slow and failing
-
-def add(a:int, # the first number
-        b:int  # the second number
-       )->int:
-    "Add two numbers"
-    return a + b
-
-async def aadd(a:int, # the first number
-               b:int  # the second number
-              )->int:
-    "Add two numbers, awaited"
-    await asyncio.sleep(0)
-    return a + b
 
 def boom(x:int # anything
         )->str:
@@ -266,6 +253,13 @@ class Outcome:
 
 class Hang(Exception): pass
 
+def _took(out, o, each, stop_after)->bool:
+    "Record item `o` of a stream in `out`, show it to `each`: is that where the reader stops?"
+    out.items.append(o)
+    if each: each(o)
+    if stop_after is not None and len(out.items) >= stop_after: out.stopped = True
+    return out.stopped
+
 def _sync_call(chat, msg, stream, stop_after, leave, kept, each, kw, out):
     try: r = chat(msg, stream=stream, **kw)
     except Exception as e:
@@ -276,11 +270,7 @@ def _sync_call(chat, msg, stream, stop_after, leave, kept, each, kw, out):
         return
     try:
         for o in r:
-            out.items.append(o)
-            if each: each(o)
-            if stop_after is not None and len(out.items) >= stop_after:
-                out.stopped = True
-                break
+            if _took(out, o, each, stop_after): break
     except Exception as e: out.exc = e
     if out.stopped and leave == 'keep': kept.append(r)
     if out.stopped and leave == 'close': r.close()
@@ -296,11 +286,7 @@ async def _async_call(chat, msg, stream, stop_after, leave, kept, each, kw, out)
         return
     try:
         async for o in r:
-            out.items.append(o)
-            if each: each(o)
-            if stop_after is not None and len(out.items) >= stop_after:
-                out.stopped = True
-                break
+            if _took(out, o, each, stop_after): break
     except Exception as e: out.exc = e
     if out.stopped and leave == 'keep': kept.append(r)
     if out.stopped and leave == 'close': await r.aclose()
