@@ -1,4 +1,4 @@
-"Write README.md from nbs/index.ipynb: markdown cells as they are, code cells as python blocks (`--check` only compares)"
+"Write README.md from nbs/index.ipynb: markdown cells as they are, code cells as python blocks, `#| hide` cells left out (`--check` only compares)"
 import json, sys
 from pathlib import Path
 
@@ -6,7 +6,7 @@ root = Path(__file__).resolve().parent.parent
 
 def render(nb_path=root/'nbs'/'index.ipynb')->str:
     cells = json.loads(Path(nb_path).read_text())['cells']
-    def src(c): return ''.join(c['source']).strip()
+    def src(c): return ''.join(l for l in c['source'] if not l.startswith('#| eval:')).strip()   # shown, not run by nbdev-test
     parts = [src(c) if c['cell_type']=='markdown' else f"```python\n{src(c)}\n```"
              for c in cells if src(c) and not src(c).startswith('#|')]
     return '\n\n'.join(parts) + '\n'
