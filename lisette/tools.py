@@ -15,7 +15,7 @@ from fastcore.funccall import get_schema, call_func, handle_type
 _schemas = weakref.WeakKeyDictionary()  # fastcore re-reads a function's source for its schema: ~0.6 ms a tool
 
 def lite_mk_func(f)->dict:
-    "The litellm (OpenAI-format) tool schema for function `f`; a dict is taken as a ready schema"
+    "The litellm (OpenAI-format) tool schema for function `f`; a dict is taken as a ready schema, and so is `f.__tool_schema__`"
     if isinstance(f, dict): return f
     try: return _schemas[f]
     except (KeyError, TypeError): pass
@@ -26,6 +26,7 @@ def lite_mk_func(f)->dict:
 
 def _mk_schema(f)->dict:
     if not callable(f): raise TypeError(f"A tool must be a function, not {type(f).__name__}: {f!r}")
+    if (own := getattr(f, '__tool_schema__', None)) is not None: return {'type': 'function', 'function': own}  # e.g. an MCP server's tool
     name = getattr(f, '__name__', type(f).__name__)
     if name == '<lambda>': raise ValueError("A lambda can't be a tool: the model needs its name, a docstring and typed parameters. Use a `def` with a docstring and type hints.")
     if not (f.__doc__ or '').strip(): raise ValueError(f"Tool `{name}` needs a docstring: the model reads it")
