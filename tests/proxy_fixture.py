@@ -88,9 +88,10 @@ class Proxy:
 
     def start(self, timeout:float=60):
         "Start the proxy and wait until `/health/liveliness` answers; seconds taken"
+        py = proxy_python(PROXY_ENV)   # made on first use: not part of the start-up time
         t = time.monotonic()
         with open(self.dir/'proxy.log', 'wb') as log:
-            self.proc = subprocess.Popen([str(proxy_python(PROXY_ENV)), '-m', 'litellm.proxy.proxy_cli', '--config', str(self.dir/'config.yaml'),
+            self.proc = subprocess.Popen([str(py), '-m', 'litellm.proxy.proxy_cli', '--config', str(self.dir/'config.yaml'),
                                           '--host', '127.0.0.1', '--port', str(self.port)],
                                          cwd=self.dir, env=self.env(), stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
