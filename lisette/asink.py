@@ -10,7 +10,7 @@ import asyncio, weakref
 from contextlib import aclosing
 from dataclasses import dataclass
 import litellm
-from litellm import ModelResponse
+from litellm import ModelResponse, ModelResponseStream
 from fastcore.meta import delegates
 from fastcore.utils import patch
 from .tools import arun_tool, check_not_own_tool
@@ -69,12 +69,14 @@ async def _ask(self:AsyncChat, turn:Turn):
         return
     sr = astream_result(res, turn.finish_reply)
     async with aclosing(res):  # a reader that stops early closes the provider's stream at once
-        async for o in sr: yield o
+        async for o in sr:
+            if turn.capped and isinstance(o, ModelResponseStream): turn.stream_spend(o)
+            yield o
     yield sr.value
 
 @patch
 async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
-    tasks = [asyncio.ensure_future(arun_tool(tc, self.ns, turn.tool_timeout, self)) for tc in calls]
+    tasks = [asyncio.ensure_future(arun_tool(tc, turn.namespace, turn.tool_timeout, self)) for tc in calls]
     try: await asyncio.wait(tasks)
     finally:
         texts = [t.result() if t.done() and not t.cancelled() else CANCELLED for t in tasks]

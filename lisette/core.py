@@ -7,14 +7,14 @@ __all__ = ['Chat', 'Secret', 'StreamAbandoned', 'Watched', 'Stream', 'structured
 import threading, time, warnings, weakref
 from concurrent.futures import wait as wait_futures
 import litellm
-from litellm import ModelResponse
+from litellm import ModelResponse, ModelResponseStream
 from fastcore.meta import delegates
 from fastcore.utils import patch
 from .messages import mk_msgs, check_hist, unique_ids
 from .tools import lite_mk_func, run_tool, tool_error, tool_threads, check_not_own_tool
 from .quirks import takes_cache_control, context_overflow, close_stream
 from .replies import Usage, stream_with_complete
-from .turn import Options, Turn, CANCELLED, new_turn, check_options, check_kw, check_str
+from .turn import Options, Turn, CANCELLED, new_turn, check_options, check_kw, check_str, price_of
 
 # %% ../nbs/00_core.ipynb #5136e103
 class Chat:
@@ -34,9 +34,15 @@ class Chat:
                  tool_timeout:float=None,  # seconds a tool may run before its call is answered with an error
                  search:str=None,          # 'l', 'm' or 'h': let the model search the web (models that can)
                  max_result:int=100_000,   # characters of a tool result the model sees (None: no limit)
+                 budget:float=None,        # the most the chat may spend in all, in US dollars
+                 token_budget:int=None,    # the most tokens (in and out) it may use in all
+                 on_budget:str='raise',    # at a cap: 'raise' `BudgetExceeded`, or 'answer' in words
                  **kw):                    # more litellm completion kwargs (max_tokens, timeout, num_retries, ...)
         _check_model(model, api_base); check_str(sp, 'sp'); check_kw(kw)
-        check_options(Options(temp=temp, search=search, tool_timeout=tool_timeout), model)
+        check_options(Options(temp=temp, search=search, tool_timeout=tool_timeout, budget=budget, token_budget=token_budget, on_budget=on_budget), model)
+        if budget is not None and None in price_of(model):
+            warnings.warn(f"budget=: litellm has no price for {model}, so its cost is unknown and the dollar cap can't be kept; token_budget= can")
+        self.budget,self.token_budget,self.on_budget = budget,token_budget,on_budget
         if cache and not takes_cache_control(model): warnings.warn(f"cache=True: {model} is not a Claude model, so no cache breakpoints are added")
         self.model,self.sp,self.temp,self.cache,self.api_base,self.kw = model,sp,temp,cache,api_base,kw
         self.tool_timeout,self.search,self.max_result = tool_timeout,search,max_result
@@ -82,12 +88,14 @@ def _ask(self:Chat, turn:Turn):
         return
     try:
         if turn.prefill: yield turn.prefill_chunk()
-        yield from stream_with_complete(res, turn.finish_reply)
+        for o in stream_with_complete(res, turn.finish_reply):
+            if turn.capped and isinstance(o, ModelResponseStream): turn.stream_spend(o)
+            yield o
     finally: close_stream(res)  # a reader that stops early frees the connection at once
 
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
-    futs = [tool_threads.submit(run_tool, tc, self.ns, self) for tc in calls]
+    futs = [tool_threads.submit(run_tool, tc, turn.namespace, self) for tc in calls]
     timed_out = False
     try: timed_out = bool(wait_futures(futs, turn.tool_timeout).not_done)
     finally:  # also on Ctrl-C: the calls that finished keep their results, the others are answered
