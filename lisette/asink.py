@@ -77,6 +77,8 @@ async def _ask(self:AsyncChat, turn:Turn):
 @patch
 async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
     tasks = [asyncio.ensure_future(arun_tool(tc, turn.namespace, turn.tool_timeout, self)) for tc in calls]
+    if self.store is not None:   # each result saved as it comes
+        for tc,t in zip(calls, tasks): t.add_done_callback(lambda t, i=tc.id: t.cancelled() or t.exception() or turn.tool_finished(i, t.result()))
     try: await asyncio.wait(tasks)
     finally:
         texts = [t.result() if t.done() and not t.cancelled() else CANCELLED for t in tasks]

@@ -5,6 +5,7 @@ __all__ = ['Chat', 'Secret', 'StreamAbandoned', 'Watched', 'Stream', 'structured
 
 # %% ../nbs/00_core.ipynb #49ba9bb7
 import threading, time, warnings, weakref
+from pathlib import Path
 from concurrent.futures import wait as wait_futures
 import litellm
 from litellm import ModelResponse, ModelResponseStream
@@ -14,6 +15,7 @@ from .messages import mk_msgs, check_hist, unique_ids
 from .tools import lite_mk_func, run_tool, tool_error, tool_threads, check_not_own_tool
 from .quirks import takes_cache_control, context_overflow, close_stream
 from .replies import Usage, stream_with_complete
+from .store import SETTINGS, snapshot, write_json, read_chat
 from .turn import Options, Turn, CANCELLED, new_turn, check_options, check_kw, check_str, price_of
 
 # %% ../nbs/00_core.ipynb #5136e103
@@ -37,6 +39,7 @@ class Chat:
                  budget:float=None,        # the most the chat may spend in all, in US dollars
                  token_budget:int=None,    # the most tokens (in and out) it may use in all
                  on_budget:str='raise',    # at a cap: 'raise' `BudgetExceeded`, or 'answer' in words
+                 store:str=None,           # a file kept up to date as the history changes (see `15_store`)
                  **kw):                    # more litellm completion kwargs (max_tokens, timeout, num_retries, ...)
         _check_model(model, api_base); check_str(sp, 'sp'); check_kw(kw)
         check_options(Options(temp=temp, search=search, tool_timeout=tool_timeout, budget=budget, token_budget=token_budget, on_budget=on_budget), model)
@@ -52,7 +55,11 @@ class Chat:
         self.hist = unique_ids(mk_msgs(hist))
         check_hist(self.hist, 'hist')
         self.use, self.total_use = Usage(), Usage()  # the last call's usage, and the chat's so far
-        self._api_key, self._active, self._lock = Secret(api_key), None, threading.Lock()
+        self._api_key, self._active, self._lock, self._store_lock = Secret(api_key), None, threading.Lock(), threading.Lock()
+        self.store = None if store is None else Path(store)
+        if self.store is not None:
+            if self.store.exists(): raise FileExistsError(f"{store} exists: go on with that chat with `{type(self).__name__}.load({str(store)!r}, store={str(store)!r})`, or choose another file")
+            self.changed()
 
     def __repr__(self): return f"{type(self).__name__}({self.model!r}, {len(self.hist)} messages, tools={list(self.ns)})"
 
@@ -69,6 +76,35 @@ def _check_model(model, api_base=None):
     except Exception: raise ValueError(f"litellm doesn't know which provider serves {model!r}: "
                                        "name it as 'provider/model', e.g. 'anthropic/claude-sonnet-4-5'") from None
 
+
+# %% ../nbs/00_core.ipynb #bdb2b735
+@patch
+def changed(self:Chat):
+    "The history, or the tool round running, changed: a `store` file is rewritten"
+    if self.store is None: return
+    with self._store_lock: write_json(self.store, snapshot(self))
+
+@patch
+def save(self:Chat, path):
+    "Write what this chat needs to go on (never its API key) to `path`, as JSON"
+    with self._store_lock: write_json(path, snapshot(self))
+
+@patch(cls_method=True)
+def load(cls:Chat,
+         path,            # a file written by `save`, or a `store=`
+         tools:list=None, # the chat's tools (functions are not saved: their names are)
+         api_key:str=None,# the provider's API key (not saved)
+         store:str=None,  # keep this file up to date from now on (often `path` itself)
+         **kw):           # more `Chat` arguments, over the saved ones
+    "The chat saved at `path`: its history checked, a tool round cut short answered"
+    d = read_chat(path)
+    names = {f.__name__ for f in tools or [] if callable(f)} | set(kw.get('ns') or {})
+    if missing := [n for n in d.get('tools', []) if n not in names]:
+        warnings.warn(f"{path} had tools not given to load: {', '.join(missing)}; a call of one gets an error result")
+    if store is not None and Path(store).resolve() == Path(path).resolve(): Path(store).unlink()   # it is rewritten at once
+    chat = cls(d['model'], tools=tools, hist=d['hist'], api_key=api_key, store=store, **({k: d[k] for k in SETTINGS} | d['kw'] | kw))
+    chat.total_use = Usage(**d['total_use'])
+    return chat
 
 # %% ../nbs/00_core.ipynb #b83d73c1
 @patch
@@ -96,6 +132,8 @@ def _ask(self:Chat, turn:Turn):
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
     futs = [tool_threads.submit(run_tool, tc, turn.namespace, self) for tc in calls]
+    if self.store is not None:   # each result saved as it comes
+        for tc,f in zip(calls, futs): f.add_done_callback(lambda f, i=tc.id: f.cancelled() or f.exception() or turn.tool_finished(i, f.result()))
     timed_out = False
     try: timed_out = bool(wait_futures(futs, turn.tool_timeout).not_done)
     finally:  # also on Ctrl-C: the calls that finished keep their results, the others are answered

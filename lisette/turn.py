@@ -135,6 +135,7 @@ class Turn(Options):
     budget_final: bool = False # was a request made final at a spending cap?
     stream_in: int = None      # the input tokens of the request streaming now (when capped)
     stream_chars: int = 0      # characters streamed so far by that request
+    results_in: dict = field(default_factory=dict)  # the results in so far of the tool round running, by call id
 
     def __repr__(self): return f"Turn(round {self.round} of {self.max_tool_rounds}, stream={self.stream}, done={self.done})"
 
@@ -145,6 +146,7 @@ class Turn(Options):
         if self.msg is None: return
         if h and h[-1]['role'] == 'user': self.hist_start, h[-1] = len(h)-1, merge_user(h[-1], self.msg)
         else: h.append(self.msg)
+        self.chat.changed()
 
 # %% ../nbs/14_turn.ipynb #3ad8688e
 def _user_msg(chat, msg)->dict|None:
@@ -196,8 +198,9 @@ def caps(self:Turn)->list:
 def _over(caps:list, more:dict)->str|None:
     "Which cap `more` (by unit) would take the spend to or past, said plainly, or None"
     for what, spent, cap, unit in caps:
-        if spent + more.get(unit, 0) >= cap:
-            return f"the spending cap of {what} is reached: {spent + more.get(unit, 0):,.6g} {unit} of {cap:,.6g} {unit}"
+        if spent + (m := more.get(unit, 0)) >= cap:
+            return (f"the spending cap of {what} is reached: {spent:,.6g} {unit} spent of {cap:,.6g} {unit}"
+                    + (f", and the next request would add about {m:,.6g} {unit}" if m else ''))
 
 @patch
 def check_budget(self:Turn)->bool:
@@ -269,6 +272,7 @@ def next_request(self:Turn)->dict|None:
     if final and self.round and self.final_prompt and not self.finalised:
         self.chat.hist.append(mk_msg(self.final_prompt))
         self.finalised = True
+        self.chat.changed()
     self.tries, self.stream_in, self.stream_chars = 0, None, 0
     return self.request(final)
 
@@ -306,10 +310,11 @@ def keep_reply(self:Turn, res:ModelResponse)->list:
         for tc in msg.tool_calls: tc.id = fresh_id(tc.id, used)
     if self.structured is not None: return self._take_structured(msg)
     if not msg.tool_calls:
-        if has_text(msg.content or ''): self.chat.hist.append(hist_msg(msg))
+        if has_text(msg.content or ''): self.chat.hist.append(hist_msg(msg)); self.chat.changed()
         self.done = True
         return []
-    self.pending = msg
+    self.pending, self.results_in = msg, {}
+    self.chat.changed()   # a store keeps the round while its tools run
     if self.round >= self.max_tool_rounds:   # the model called tools anyway: answer them, unrun
         self.keep_results([NOT_RUN]*len(msg.tool_calls))
         self.done = True
@@ -327,8 +332,16 @@ def keep_results(self:Turn, texts:list)->list:
     msg, self.pending = self.pending, None
     results = [tool_result(tc, encodable(t)) for tc,t in zip(msg.tool_calls, texts)]
     self.chat.hist += [hist_msg(msg)] + [r | {'content': clip(r['content'], self.chat.max_result)} for r in results]
+    self.results_in = {}
+    self.chat.changed()
     self.round += 1
     return results
+
+@patch
+def tool_finished(self:Turn, call_id:str, text:str):
+    "A tool of the round running has finished: its result is in (and, with a store, saved at once)"
+    self.results_in[call_id] = text
+    self.chat.changed()
 
 # %% ../nbs/14_turn.ipynb #1600ac35
 class StructuredError(ValueError):
@@ -338,7 +351,7 @@ class StructuredError(ValueError):
 def _take_structured(self:Turn, msg)->list:
     f, self.done = self.structured, True
     if not msg.tool_calls:
-        if has_text(msg.content or ''): self.chat.hist.append(hist_msg(msg))
+        if has_text(msg.content or ''): self.chat.hist.append(hist_msg(msg)); self.chat.changed()
         raise StructuredError(f"The model answered in words instead of calling {f.__name__}: {(msg.content or '')[:200]!r}")
     self.pending, err = msg, None
     try: self.result = make_object(f, typed_args(f, msg.tool_calls[0]))
@@ -357,5 +370,5 @@ def shrink(self:Turn, limit=2000)->bool:
         if h[i]['role'] == 'tool' and len(h[i]['content']) > limit:
             h[i] = h[i] | {'content': clip(h[i]['content'], limit, 'too long for the context window; answer with what you have')}
             cut = True
-    if cut: self.round, self.shrunk = max(self.round, self.max_tool_rounds), True
+    if cut: self.round, self.shrunk = max(self.round, self.max_tool_rounds), True; self.chat.changed()
     return cut

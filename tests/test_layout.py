@@ -6,7 +6,7 @@ import lisette
 from lisette import Chat, AsyncChat, Options
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'core', 'asink', 'display', 'testing', 'local']
+MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'asink', 'display', 'testing', 'local']
 
 def test_public_names():
     assert sorted(lisette.__all__) == sorted([
@@ -35,8 +35,8 @@ def lisette_imports(mod:str)->set:
     return found
 
 def test_layers_import_downwards_only():
-    "messages < tools < quirks < replies < turn < core < asink < display: no module imports one after it (no cycle)"
-    order = ['messages', 'tools', 'quirks', 'replies', 'turn', 'core', 'asink', 'display']
+    "messages < tools < quirks < replies < turn < store < core < asink < display: no module imports one after it (no cycle)"
+    order = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'asink', 'display']
     for i, mod in enumerate(order):
         later = lisette_imports(mod) & set(order[i:])
         assert not later, f'lisette.{mod} imports {later}'
