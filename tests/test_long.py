@@ -316,16 +316,18 @@ async def test_tool_loop_spends_at_most_one_request_past_the_cap(sim, cls, strea
 @MODELS
 @pytest.mark.parametrize('kind', ['dollars', 'tokens'])
 @pytest.mark.parametrize('units', [0.5, 1.5, 2.5, 3.5])
-async def test_requests_are_sent_while_the_spend_is_under_the_cap(sim, cls, stream, model, kind, units):
-    """"Before each request: if what was spent has reached the cap, the call does not send it" (and only then): under
-    a cap of `units` requests' spend, the loop sends min(4, units+0.5) requests; `BudgetExceeded` if that is < 4"""
+async def test_requests_sent_until_the_next_would_reach_the_cap(sim, cls, stream, model, kind, units):
+    """Before a call's first request, what was spent is checked against the cap; before each later one, what was spent
+    plus what the last request cost (the next is likely no cheaper). Each request here costs one unit, so under a cap
+    of `units` the loop sends the first request and then round k while k+1 < units: max(1, units-0.5) of the 4 it
+    wants; `BudgetExceeded` if that is fewer"""
     chat = mk(cls, sim, model, tools=[add], **cap_kw(model, kind, units))
     sim.script(*loop_script(3))
-    want = min(4, int(units + 0.5))
+    want = min(4, max(1, int(units - 0.5)))
     if want < 4:
         with pytest.raises(BudgetExceeded): await ask(chat, 'Add them up.', stream)
     else: assert text(await ask(chat, 'Add them up.', stream)) == 'All added.'
-    assert len(sim.requests) == want, f'{len(sim.requests)} requests sent, though {want} were under the cap'
+    assert len(sim.requests) == want, f'{len(sim.requests)} requests sent, not {want}'
     assert spend(chat.total_use, kind) == pytest.approx(want*unit(model, kind))
 
 @CLASSES
