@@ -6,7 +6,7 @@ import lisette
 from lisette import Chat, AsyncChat, Options
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'asink', 'display', 'testing', 'local']
+MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'asink', 'display', 'testing', 'local', 'mcp']
 
 def test_public_names():
     assert sorted(lisette.__all__) == sorted([
