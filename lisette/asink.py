@@ -6,7 +6,7 @@
 __all__ = ['astream_result', 'AsyncTurn', 'AsyncChat', 'AStream', 'astructured']
 
 # %% ../nbs/01_async.ipynb #8b98ad66
-import asyncio, weakref
+import asyncio, functools, weakref
 from contextlib import aclosing
 from dataclasses import dataclass
 import litellm
@@ -14,7 +14,7 @@ from litellm import ModelResponse, ModelResponseStream
 from fastcore.meta import delegates
 from fastcore.utils import patch
 from .tools import arun_tool, check_not_own_tool
-from .quirks import context_overflow
+from .quirks import context_overflow, warm_litellm
 from .replies import build_response
 from .turn import Options, Turn, CANCELLED, new_turn
 from .core import Chat, Watched
@@ -42,6 +42,11 @@ class AsyncChat(Chat):
     turn_type = AsyncTurn
     _last = None  # the call made last: the next one waits for it
 
+    @functools.wraps(Chat.__init__)
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        warm_litellm()   # litellm's lazy imports, in a thread: the first request awaits them, and the loop never stalls
+
 def _raise_if_cancelled(e=None):
     "Raise `CancelledError` if this task was cancelled: litellm's own `asyncio.wait_for` can swallow a cancel (3.10, 3.11)"
     t = asyncio.current_task()
@@ -50,6 +55,7 @@ def _raise_if_cancelled(e=None):
 @patch
 async def _send(self:AsyncChat, turn:Turn):
     "litellm's answer to the turn's request, sent again while it fails in a way that may pass"
+    if not (w := warm_litellm()).done(): await asyncio.wrap_future(w)
     while True:
         try: res = await litellm.acompletion(**turn.req)
         except Exception as e:
