@@ -171,7 +171,9 @@ _LAZY = ('litellm._service_logger', 'litellm.litellm_core_utils.default_encoding
          'litellm.integrations.generic_api.generic_api_callback', 'litellm.integrations.prometheus_services',
          'litellm.llms.fal_ai.chat.transformation', 'litellm.llms.edenai.chat.transformation',
          'litellm.llms.github_copilot.authenticator', 'litellm.proxy.mcp_server.stdio_gate',
-         'litellm.proxy.spend_tracking.savings', 'litellm.proxy.openai_files_endpoints.common_utils')
+         'litellm.proxy.spend_tracking.savings', 'litellm.proxy.openai_files_endpoints.common_utils',
+         'litellm.litellm_core_utils.logging_callback_manager', 'litellm.llms.github_copilot.per_user_auth',
+         'litellm.llms.github_copilot.github_host')
 _warm, _warm_lock = None, threading.Lock()
 
 def _warm_up():
