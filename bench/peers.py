@@ -13,7 +13,6 @@ warnings.filterwarnings('ignore', message=r"The model '.*' is deprecated")   # t
 FMTS = {'openai': GPT, 'anthropic': SONNET}   # each wire format's model, as litellm names it
 USAGE = dict(stream_options={'include_usage': True})   # what lisette asks of every stream (litellm drops it for Anthropic)
 MAX_TOKENS = 64000   # what litellm (so lisette) and pydantic-ai send for claude-sonnet-4-5 by default: the others send it too
-PEERS = {'anthropic': 'anthropic', 'pydantic-ai': 'pydantic-ai-slim'}   # the optional stacks' distributions
 
 # Sizes, and rounds (each stack once a round) per figure, of a full run and of `--quick`
 FULL  = dict(turn=40, tools=30, conc=128, nconc=6, chunks=2000, nstream=6)
@@ -180,7 +179,7 @@ def stacks(fmt:str, base:str, notes:list)->list:
 class Figure:
     key: str        # its config key of rounds
     name: str
-    run: object     # async (stack) -> the check's outcome (True: the full answer came)
+    run: object     # async (stack[, mark]) -> the check's outcome (True: the whole answer came)
     ttft: bool = False
 
 def figures(cfg)->list:
@@ -243,7 +242,7 @@ async def _timed(fig, s):
     mark = Mark()
     t, c = time.perf_counter(), time.process_time()
     ok = await (fig.run(s, mark) if fig.ttft else fig.run(s))
-    return time.perf_counter() - t, time.process_time() - c, (mark.t - t if mark.t else None), ok
+    return time.perf_counter() - t, time.process_time() - c, (None if mark.t is None else mark.t - t), ok
 
 async def measure(sim, fmt, fig, ss, n)->dict:
     "Each stack's warm-up run (its request bodies kept, compared to the floor's), then `n` rounds in rotating order"
@@ -345,7 +344,7 @@ def main(argv=None):
     cfg, t0, notes = (QUICK if a.quick else FULL), time.perf_counter(), []
     with ThreadPoolExecutor(1) as ex:
         loaded = ex.submit(lambda: (_preload(), machine() | versions())[1])   # while the simulator's process starts
-        with start() as sim:
+        with start(timeout=180) as sim:   # its start-up competes with these imports for the cores
             m = loaded.result()
             print(header(m, a.quick), flush=True)
             out = asyncio.run(run_all(sim, cfg, notes))
