@@ -882,7 +882,7 @@ def _replay(sim, h, req, fmt, raw):
     data = (res['text'] if 'text' in res else _dumps(res['body'])).encode()
     h.wfile.write(_head(req.status, headers | {'content-length': len(data)}) + data)
 
-# %% ../nbs/02_testing.ipynb #f28e1203
+# %% ../nbs/02_testing.ipynb #ba888228
 def pytest_addoption(parser):
     "A pytest hook (by its name): the `--lisette-record` option"
     parser.getgroup('lisette').addoption('--lisette-record', action='store_true', default=False,
@@ -924,7 +924,9 @@ def cassette_fixture(request):
 def pytest_configure(config):
     "A pytest hook (by its name): register the `cassette` fixture; pytest is imported only here, under pytest"
     import pytest
-    class Fixtures: cassette = staticmethod(pytest.fixture(name='cassette')(cassette_fixture))
+    class Fixtures:
+        @pytest.fixture
+        def cassette(self, request): yield from cassette_fixture(request)
     config.pluginmanager.register(Fixtures(), 'lisette-cassette')
 
 # %% ../nbs/02_testing.ipynb #8d72df74
