@@ -801,7 +801,7 @@ class Cassette:
             return None, (f'Sim replay: a request differs from interaction {todo[0]+1} of {len(self.interactions)} in {self.path} '
                           f'(ignoring {", ".join(sorted(self.ignore))}):\n' + body_diff(key(**self.interactions[todo[0]]['request']), got))
 
-# %% ../nbs/02_testing.ipynb #b3b96755
+# %% ../nbs/02_testing.ipynb #7da92a68
 UPSTREAM_TIMEOUT = 600  # seconds an upstream may take to answer (or to send the next event of a stream)
 
 def _cassette(replies, record, upstream, replay, ignore, secrets)->Cassette:
@@ -823,7 +823,7 @@ def _write(h, data:bytes)->bool:
     except OSError: return False
 
 def _relay_stream(h, r, headers)->list:
-    "Pass an SSE answer on to the client event by event, as it arrives; its events"
+    "Pass an SSE answer on to the client event by event, as it arrives (all but the stream's end); its events"
     live, evs, frame = _write(h, _head(r.status, headers | {'transfer-encoding': 'chunked'})), [], b''
     h.relayed = True
     while True:
@@ -834,9 +834,7 @@ def _relay_stream(h, r, headers)->list:
             live = live and _write(h, b'%x\r\n%s\r\n' % (len(frame), frame))
             if ev := sse_event(frame.decode('utf-8', 'replace')): evs.append(ev)
             frame = b''
-        if not line: break
-    if live: _write(h, b'0\r\n\r\n')
-    return evs
+        if not line: return evs
 
 def _forward(sim, h, req, fmt, raw):
     "Send `req` on to the upstream, pass its answer back as it arrives, and record both"
@@ -849,21 +847,21 @@ def _forward(sim, h, req, fmt, raw):
         sent = {k:v for k,v in req.headers.items() if k not in _UNKEPT} | {'accept-encoding': 'identity'}
         conn.request(h.command, upstream_path(c.upstream, fmt, h.path), body=raw, headers=sent)
         r = conn.getresponse()
-        headers = {k.lower():v for k,v in r.getheaders() if k.lower() not in _UNKEPT}
+        req.status, headers = r.status, {k.lower():v for k,v in r.getheaders() if k.lower() not in _UNKEPT}
         res = dict(status=r.status, headers=_kept(headers, c.secrets))
-        if headers.get('content-type', '').startswith('text/event-stream'): res['events'] = _relay_stream(h, r, headers)
+        if headers.get('content-type', '').startswith('text/event-stream'): res['events'], end = _relay_stream(h, r, headers), b'0\r\n\r\n'
         else:
             data = r.read()
             try: res['body'] = _loads(data)
             except ValueError: res['text'] = data.decode('utf-8', 'replace')
-            _write(h, _head(r.status, headers | {'content-length': len(data)}) + data)
+            end = _head(r.status, headers | {'content-length': len(data)}) + data
     except (OSError, http.client.HTTPException) as e:
         sim.problems.append(msg := f'Sim record: the upstream {c.upstream} failed: {type(e).__name__}: {e}')
         if h.relayed: return _drop(h)   # midway through a stream: the client sees it cut, as it would
         return _fail(h, req, fmt, 502, msg, _NO_RETRY)
     finally: conn.close()
-    req.status = r.status
-    c.add(req, res)
+    c.add(req, res)   # before the answer's last bytes: once the client has them, the cassette holds it
+    _write(h, end)
 
 # %% ../nbs/02_testing.ipynb #e3313b16
 def _replay(sim, h, req, fmt, raw):
