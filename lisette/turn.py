@@ -337,10 +337,10 @@ def waiting(self:Turn, msg)->list:
     "The ids of `msg`'s tool calls that wait for approval"
     approve, ns = self.chat.approve, self.namespace or {}
     def waits(tc):
-        if getattr(ns.get(tc.function.name), 'needs_approval', False): return True
-        if approve is None: return False
-        try: return bool(approve(tc.function.name, tool_args(tc)))
+        try: args = tool_args(tc)
         except ToolError: return False   # its arguments are broken: it gets an error result, and runs nothing
+        if getattr(ns.get(tc.function.name), 'needs_approval', False): return True
+        return approve is not None and bool(approve(tc.function.name, args))
     return [tc.id for tc in msg.tool_calls if waits(tc)]
 
 def check_decisions(a:Approval|None, decisions:dict):
