@@ -49,20 +49,21 @@ def _serve(conn):
 
 class SimProc:
     "`Sim(default=route)` in a spawned child process, with `openai_base`, `anthropic_base`, `bodies()`, `reset()`"
-    def __init__(self):
+    def __init__(self, timeout:float=30):
         ctx = mp.get_context('spawn')
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
         self.proc.start()
-        self.openai_base, self.anthropic_base = self._recv(30)
+        self.openai_base, self.anthropic_base = self._recv(timeout)   # its imports: a few seconds, more on a loaded machine
 
     def _recv(self, timeout=60):
         "The child's answer; an error (not a hang) if it died, e.g. spawned from a script without a `__main__` guard"
         end = time.monotonic() + timeout
         while not self.conn.poll(0.1):
-            if not self.proc.is_alive() or time.monotonic() > end:
+            if not self.proc.is_alive():
                 raise RuntimeError(f'the simulator process is gone (exit code {self.proc.exitcode}); '
                                    'a script that starts it needs an `if __name__ == "__main__":` guard')
+            if time.monotonic() > end: raise TimeoutError(f'the simulator process did not answer in {timeout} s')
         return self.conn.recv()
     def bodies(self)->list: self.conn.send('bodies'); return self._recv()
     def reset(self): self.conn.send('reset'); self._recv()
@@ -86,4 +87,4 @@ class SimInProc:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-def start(inproc:bool=False): return SimInProc() if inproc else SimProc()
+def start(inproc:bool=False, timeout:float=30): return SimInProc() if inproc else SimProc(timeout)

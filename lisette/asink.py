@@ -6,7 +6,7 @@
 __all__ = ['astream_result', 'AsyncTurn', 'AsyncChat', 'AStream', 'astructured']
 
 # %% ../nbs/01_async.ipynb #8b98ad66
-import asyncio, weakref
+import asyncio, functools, weakref
 from contextlib import aclosing
 from dataclasses import dataclass
 import litellm
@@ -14,7 +14,7 @@ from litellm import ModelResponse, ModelResponseStream
 from fastcore.meta import delegates
 from fastcore.utils import patch
 from .tools import arun_tool, check_not_own_tool
-from .quirks import context_overflow
+from .quirks import context_overflow, warm_litellm
 from .replies import build_response
 from .turn import Options, Turn, CANCELLED, new_turn
 from .core import Chat, Watched
@@ -42,6 +42,11 @@ class AsyncChat(Chat):
     turn_type = AsyncTurn
     _last = None  # the call made last: the next one waits for it
 
+    @functools.wraps(Chat.__init__)
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        warm_litellm()   # litellm's lazy imports, in a thread: the first request awaits them, and the loop never stalls
+
 def _raise_if_cancelled(e=None):
     "Raise `CancelledError` if this task was cancelled: litellm's own `asyncio.wait_for` can swallow a cancel (3.10, 3.11)"
     t = asyncio.current_task()
@@ -50,6 +55,7 @@ def _raise_if_cancelled(e=None):
 @patch
 async def _send(self:AsyncChat, turn:Turn):
     "litellm's answer to the turn's request, sent again while it fails in a way that may pass"
+    if not (w := warm_litellm()).done(): await asyncio.wrap_future(w)
     while True:
         try: res = await litellm.acompletion(**turn.req)
         except Exception as e:
@@ -74,9 +80,11 @@ async def _ask(self:AsyncChat, turn:Turn):
             yield o
     yield sr.value
 
+async def _value(v): return v
+
 @patch
 async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
-    tasks = [asyncio.ensure_future(arun_tool(tc, turn.namespace, turn.tool_timeout, self)) for tc in calls]
+    tasks = [asyncio.ensure_future(_value(turn.verdicts[tc.id]) if tc.id in turn.verdicts else arun_tool(tc, turn.namespace, turn.tool_timeout, self)) for tc in calls]
     if self.store is not None:   # each result saved as it comes
         for tc,t in zip(calls, tasks): t.add_done_callback(lambda t, i=tc.id: t.cancelled() or t.exception() or turn.tool_finished(i, t.result()))
     try: await asyncio.wait(tasks)
@@ -92,6 +100,8 @@ async def _run(self:AsyncChat, turn:Turn):
     await self._abegin(turn)
     try:
         turn.start()
+        if turn.resume is not None:
+            for r in await self._call_tools(turn, turn.resume_round(turn.resume)): yield r
         while (req := turn.next_request()) is not None:
             turn.req = req
             try:
@@ -103,6 +113,7 @@ async def _run(self:AsyncChat, turn:Turn):
                 raise
             if calls:
                 for r in await self._call_tools(turn, calls): yield r
+        if turn.approval is not None: yield turn.approval
     finally: self._end(turn)
 
 # %% ../nbs/01_async.ipynb #87528a19
@@ -150,11 +161,22 @@ async def __call__(self:AsyncChat,
                    msg=None, # the user's message: str, bytes, list of parts, or dict; None continues
                    **kw):    # the call's `Options` (`prefill`, `think`, `stream`, ...), and more litellm completion kwargs
     "Send `msg`, run the tool rounds it leads to, and return the final response (awaited)"
-    turn = new_turn(self, msg, **kw)
+    return await self._result(new_turn(self, msg, **kw))
+
+@patch
+@delegates(Options, keep=True)
+async def resume(self:AsyncChat,
+                 decisions:dict, # for each call id `chat.awaiting` waits on: True (run it), False or a reason (deny), or new arguments
+                 **kw):          # the call's `Options`, and more litellm completion kwargs
+    "Go on with the tool round a call paused for approval; the call's result (awaited)"
+    return await self._result(new_turn(self, None, resume=decisions, **kw))
+
+@patch
+async def _result(self:AsyncChat, turn:Turn):
     gen = self._gen(turn)
     if turn.stream or turn.return_all: return gen
     async for _ in gen: pass
-    return turn.last
+    return turn.approval or turn.last
 
 @patch
 def _gen(self:AsyncChat, turn:Turn):

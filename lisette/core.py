@@ -6,7 +6,7 @@ __all__ = ['Chat', 'Secret', 'StreamAbandoned', 'Watched', 'Stream', 'structured
 # %% ../nbs/00_core.ipynb #49ba9bb7
 import threading, time, warnings, weakref
 from pathlib import Path
-from concurrent.futures import wait as wait_futures
+from concurrent.futures import Future, wait as wait_futures
 import litellm
 from litellm import ModelResponse, ModelResponseStream
 from fastcore.meta import delegates
@@ -16,7 +16,7 @@ from .tools import lite_mk_func, run_tool, tool_error, tool_threads, check_not_o
 from .quirks import takes_cache_control, context_overflow, close_stream
 from .replies import Usage, stream_with_complete
 from .store import SETTINGS, snapshot, write_json, read_chat
-from .turn import Options, Turn, CANCELLED, new_turn, check_options, check_kw, check_str, price_of
+from .turn import Options, Turn, CANCELLED, new_turn, check_options, check_kw, check_str, price_of, Approval
 
 # %% ../nbs/00_core.ipynb #5136e103
 class Chat:
@@ -40,6 +40,7 @@ class Chat:
                  token_budget:int=None,    # the most tokens (in and out) it may use in all
                  on_budget:str='raise',    # at a cap: 'raise' `BudgetExceeded`, or 'answer' in words
                  store:str=None,           # a file kept up to date as the history changes (see `15_store`)
+                 approve=None,             # f(tool name, arguments)->bool: does this call wait for the app's approval?
                  **kw):                    # more litellm completion kwargs (max_tokens, timeout, num_retries, ...)
         _check_model(model, api_base); check_str(sp, 'sp'); check_kw(kw)
         check_options(Options(temp=temp, search=search, tool_timeout=tool_timeout, budget=budget, token_budget=token_budget, on_budget=on_budget), model)
@@ -56,6 +57,7 @@ class Chat:
         check_hist(self.hist, 'hist')
         self.use, self.total_use = Usage(), Usage()  # the last call's usage, and the chat's so far
         self._api_key, self._active, self._lock, self._store_lock = Secret(api_key), None, threading.Lock(), threading.Lock()
+        self.approve, self.awaiting = approve, None   # `awaiting`: the `Approval` a call paused at
         self.store = None if store is None else Path(store)
         if self.store is not None:
             if self.store.exists(): raise FileExistsError(f"{store} exists: go on with that chat with `{type(self).__name__}.load({str(store)!r}, store={str(store)!r})`, or choose another file")
@@ -104,6 +106,7 @@ def load(cls:Chat,
     if store is not None and Path(store).resolve() == Path(path).resolve(): Path(store).unlink()   # it is rewritten at once
     chat = cls(d['model'], tools=tools, hist=d['hist'], api_key=api_key, store=store, **({k: d[k] for k in SETTINGS} | d['kw'] | kw))
     chat.total_use = Usage(**d['total_use'])
+    if w := d.get('awaiting'): chat.awaiting = Approval(**w)
     return chat
 
 # %% ../nbs/00_core.ipynb #b83d73c1
@@ -129,9 +132,13 @@ def _ask(self:Chat, turn:Turn):
             yield o
     finally: close_stream(res)  # a reader that stops early frees the connection at once
 
+def _done(v)->Future:
+    f = Future(); f.set_result(v)
+    return f
+
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
-    futs = [tool_threads.submit(run_tool, tc, turn.namespace, self) for tc in calls]
+    futs = [_done(turn.verdicts[tc.id]) if tc.id in turn.verdicts else tool_threads.submit(run_tool, tc, turn.namespace, self) for tc in calls]
     if self.store is not None:   # each result saved as it comes
         for tc,f in zip(calls, futs): f.add_done_callback(lambda f, i=tc.id: f.cancelled() or f.exception() or turn.tool_finished(i, f.result()))
     timed_out = False
@@ -147,6 +154,7 @@ def _run(self:Chat, turn:Turn):
     self._begin(turn)
     try:
         turn.start()
+        if turn.resume is not None: yield from self._call_tools(turn, turn.resume_round(turn.resume))
         while (req := turn.next_request()) is not None:
             turn.req = req
             try:
@@ -157,6 +165,7 @@ def _run(self:Chat, turn:Turn):
                 if context_overflow(e) and turn.shrink(): continue
                 raise
             if calls: yield from self._call_tools(turn, calls)
+        if turn.approval is not None: yield turn.approval
     finally: self._end(turn)
 
 # %% ../nbs/00_core.ipynb #5f460819
@@ -226,11 +235,22 @@ def __call__(self:Chat,
              msg=None, # the user's message: str, bytes, list of parts, or dict; None continues
              **kw):    # the call's `Options` (`prefill`, `think`, `stream`, ...), and more litellm completion kwargs
     "Send `msg`, run the tool rounds it leads to, and return the final response"
-    turn = new_turn(self, msg, **kw)
+    return self._result(new_turn(self, msg, **kw))
+
+@patch
+@delegates(Options, keep=True)
+def resume(self:Chat,
+           decisions:dict, # for each call id `chat.awaiting` waits on: True (run it), False or a reason (deny), or new arguments
+           **kw):          # the call's `Options`, and more litellm completion kwargs
+    "Go on with the tool round a call paused for approval; the call's result"
+    return self._result(new_turn(self, None, resume=decisions, **kw))
+
+@patch
+def _result(self:Chat, turn:Turn):
     gen = self._gen(turn)
     if turn.stream: return gen
     res = list(gen)
-    return res if turn.return_all else turn.last
+    return res if turn.return_all else (turn.approval or turn.last)
 
 @patch
 def _gen(self:Chat, turn:Turn):

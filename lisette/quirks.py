@@ -3,10 +3,11 @@
 # %% auto #0
 __all__ = ['STREAM_USAGE', 'UNLISTED_REASONING', 'RETRIES', 'UNREADABLE', 'effort', 'storable_call', 'takes_cache_control',
            'context_overflow', 'close_stream', 'maps_reasoning', 'transient', 'retry_delay', 'single_attempt',
-           'check_stream', 'round_as_text', 'think_kw', 'search_kw', 'supports_prefill', 'cache_msgs']
+           'check_stream', 'round_as_text', 'think_kw', 'search_kw', 'supports_prefill', 'cache_msgs', 'warm_litellm']
 
 # %% ../nbs/12_quirks.ipynb #8318fc52
-import email.utils, json, random
+import email.utils, importlib, json, random, threading
+from concurrent.futures import Future
 from datetime import datetime, timezone
 from functools import lru_cache
 import litellm
@@ -162,3 +163,34 @@ def cache_msgs(msgs:list, n=2)->list:
     idxs = [i for i,m in enumerate(msgs) if m['role'] in ('user', 'tool')][-n:]
     if msgs and msgs[0]['role'] == 'system': idxs.append(0)
     return [_with_cache(m) if i in idxs else m for i,m in enumerate(msgs)]
+
+# %% ../nbs/12_quirks.ipynb #545dfe0c
+_LAZY = ('litellm._service_logger', 'litellm.litellm_core_utils.default_encoding', 'litellm.proxy._types',
+         'litellm.llms.anthropic.completion.transformation', 'litellm.llms.litellm_proxy.chat.transformation',
+         'litellm.llms.openai.chat.gpt_audio_transformation', 'litellm.llms.openai_like.dynamic_config',
+         'litellm.integrations.generic_api.generic_api_callback', 'litellm.integrations.prometheus_services',
+         'litellm.llms.fal_ai.chat.transformation', 'litellm.llms.edenai.chat.transformation',
+         'litellm.llms.github_copilot.authenticator', 'litellm.proxy.mcp_server.stdio_gate',
+         'litellm.proxy.spend_tracking.savings', 'litellm.proxy.openai_files_endpoints.common_utils',
+         'litellm.litellm_core_utils.logging_callback_manager', 'litellm.llms.github_copilot.per_user_auth',
+         'litellm.llms.github_copilot.github_host')
+_warm, _warm_lock = None, threading.Lock()
+
+def _warm_up():
+    for m in _LAZY:
+        try: importlib.import_module(m)
+        except Exception: pass   # not in this litellm
+    try: importlib.import_module('litellm.litellm_core_utils.default_encoding').encoding.encode('warm')
+    except Exception: pass
+
+def warm_litellm()->Future:
+    "Do, in a thread, what litellm does lazily in its first request; the Future of that work (started once)"
+    global _warm
+    with _warm_lock:
+        if _warm is None:
+            _warm = Future()
+            def work():
+                try: _warm_up()
+                finally: _warm.set_result(None)
+            threading.Thread(target=work, daemon=True, name='lisette-warm-litellm').start()
+    return _warm

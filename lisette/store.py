@@ -34,7 +34,8 @@ def snapshot(chat)->dict:
     "What `chat` needs to go on, as JSON-able data: never its API key"
     return {'format': FORMAT, 'model': chat.model, **{k: getattr(chat, k) for k in SETTINGS},
             'kw': _storable_kw(chat.kw), 'tools': list(chat.ns), 'hist': chat.hist,
-            'total_use': dataclasses.asdict(chat.total_use), 'inflight': inflight(chat._active)}
+            'total_use': dataclasses.asdict(chat.total_use), 'inflight': inflight(chat._active),
+            'awaiting': None if chat.awaiting is None else dataclasses.asdict(chat.awaiting)}
 
 # %% ../nbs/15_store.ipynb #0e8435ce
 def write_json(path, data:dict):

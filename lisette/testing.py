@@ -4,15 +4,18 @@
 
 # %% ../nbs/02_testing.ipynb #f4ce785c
 from __future__ import annotations
-import json, re, reprlib, socket, sys, threading, time, itertools, uuid
+import difflib, http.client, json, os, re, reprlib, socket, sys, threading, time, itertools, uuid
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import urlsplit, parse_qsl, urlencode
 
 # %% auto #0
-__all__ = ['PROXY_REQUIREMENT', 'Call', 'Reply', 'Fault', 'split_text', 'RawJSON', 'sim_usage', 'finish_of', 'anthropic_json',
-           'anthropic_events', 'openai_json', 'openai_events', 'error_body', 'check_anthropic', 'check_openai',
-           'check_alternation', 'Request', 'Sim', 'proxy_python']
+__all__ = ['SECRETS', 'IGNORED', 'UPSTREAM_TIMEOUT', 'PROXY_REQUIREMENT', 'Call', 'Reply', 'Fault', 'split_text', 'RawJSON',
+           'sim_usage', 'finish_of', 'anthropic_json', 'anthropic_events', 'openai_json', 'openai_events', 'error_body',
+           'check_anthropic', 'check_openai', 'check_alternation', 'Request', 'Sim', 'sse_event', 'sse_frame',
+           'body_diff', 'Cassette', 'upstream_path', 'pytest_addoption', 'record_requested', 'cassette_path',
+           'CassetteSim', 'cassette_fixture', 'pytest_configure', 'proxy_python']
 
 # %% ../nbs/02_testing.ipynb #eb0dec0d
 @dataclass
@@ -559,9 +562,15 @@ def _stream(h, frames, headers=None, pace=0, end=True):
 
 # %% ../nbs/02_testing.ipynb #8e121864
 class Sim:
-    "A loopback Anthropic + OpenAI API that answers from a script of `Reply`s and `Fault`s"
-    def __init__(self, *replies, default=None, alternate:bool=False, host:str='127.0.0.1', port:int=0):
-        self.queue, self.requests, self.default, self.alternate = [], [], default, alternate
+    "A loopback Anthropic + OpenAI API that answers from a script of `Reply`s and `Fault`s, or records and replays a cassette"
+    def __init__(self, *replies, default=None, alternate:bool=False, host:str='127.0.0.1', port:int=0,
+                 record:str|Path|None=None,  # a cassette to write: each request goes on to `upstream`, and both are recorded
+                 upstream:str|None=None,     # the provider's base URL to record from (what you'd give litellm as `api_base`)
+                 replay:str|Path|None=None,  # a cassette to answer from, with no network
+                 ignore=None,                # body keys a replayed request may differ in (default: `IGNORED`)
+                 secrets=None):              # headers and query parameters never written (default: `SECRETS`)
+        self.queue, self.requests, self.default, self.alternate, self.problems = [], [], default, alternate, []
+        self.cassette = _cassette(replies, record, upstream, replay, ignore, secrets) if record or replay or upstream else None
         self._lock, self._n, self._conns = threading.Lock(), itertools.count(1), set()
         self.server = _Server((host, port), _Handler)
         self.server.sim = self
@@ -580,8 +589,8 @@ class Sim:
     def bodies(self)->list: return [r.body for r in self.requests]
     @property
     def pending(self)->int:
-        "How many scripted replies are still queued"
-        return len(self.queue)
+        "How many scripted replies are still queued (replaying: recorded interactions not yet played)"
+        return self.cassette.unplayed if self.cassette else len(self.queue)
 
     def script(self, *replies):
         "Queue `replies` (each a `Reply`, a `Fault`, or a callable(body) returning one)"
@@ -589,8 +598,8 @@ class Sim:
         return self
 
     def reset(self):
-        "Forget the script and the recorded requests"
-        with self._lock: self.queue.clear(); self.requests.clear()
+        "Forget the script, the recorded requests and the problems"
+        with self._lock: self.queue.clear(); self.requests.clear(); self.problems.clear()
         return self
 
     def close(self):
@@ -603,7 +612,9 @@ class Sim:
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
-    def __repr__(self): return f'Sim({self.url}, {len(self.queue)} queued, {len(self.requests)} requests)'
+    def __repr__(self):
+        mode = f', {self.cassette!r}' if self.cassette else f', {len(self.queue)} queued'
+        return f'Sim({self.url}{mode}, {len(self.requests)} requests)'
 
 # %% ../nbs/02_testing.ipynb #601a51b8
 _NO_RETRY = {'x-should-retry': 'false'}
@@ -671,12 +682,250 @@ def _serve(sim, h):
     try: req.problems = _problems(sim, fmt, body)
     except Exception as e: return _fail(h, req, fmt, 500, f'Sim: checking the request failed: {type(e).__name__}: {e}', _NO_RETRY)
     if req.problems: return _fail(h, req, fmt, 400, req.problems[0])
+    if sim.cassette: return (_forward if sim.cassette.recording else _replay)(sim, h, req, fmt, raw)
     try: item = _next(sim, body)
     except Exception as e: return _fail(h, req, fmt, 500, f'Sim: the scripted callable raised {type(e).__name__}: {e}', _NO_RETRY)
     if item is None: return _fail(h, req, fmt, 500, 'Sim: no scripted reply (the script is empty and sim.default is None)', _NO_RETRY)
     if isinstance(item, Fault): return _fault(h, req, fmt, item, rid)
     if not isinstance(item, Reply): return _fail(h, req, fmt, 500, f'Sim: expected a Reply or Fault, got {item!r}', _NO_RETRY)
     _reply(h, req, fmt, item, rid)
+
+# %% ../nbs/02_testing.ipynb #b86fd4c0
+SECRETS = ('authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'proxy-authorization', 'cookie', 'set-cookie',
+           'key', 'api_key', 'access_token')
+IGNORED = ('id', 'tool_call_id', 'tool_use_id', 'metadata', 'created', 'timestamp')
+_UNKEPT = {'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'accept-encoding',
+           'content-encoding', 'te', 'trailer', 'upgrade', 'date', 'server'}  # per-connection, or redone by whoever sends
+_REDACTED = '[REDACTED]'
+
+def _kept(headers:dict, secrets)->dict:
+    "`headers` (lower-cased names) as a cassette keeps them: no secrets, nothing per-connection"
+    return {k.lower():v for k,v in headers.items() if k.lower() not in secrets and k.lower() not in _UNKEPT}
+
+def _secret_values(headers:dict, query:list, secrets)->set:
+    "The secrets in a request's headers and query: each value, and the token of an `authorization: Bearer ...`"
+    vals = [v for k,v in headers.items() if k.lower() in secrets] + [v for k,v in query if k.lower() in secrets]
+    return {s for v in vals for s in (v, v.split(' ', 1)[-1]) if len(s) >= 8}
+
+def _kept_path(path:str, secrets)->str:
+    "`path` with its secret query parameters left out"
+    u = urlsplit(path)
+    q = [(k,v) for k,v in parse_qsl(u.query, keep_blank_values=True) if k.lower() not in secrets]
+    return u.path + (f'?{urlencode(q)}' if q else '')
+
+# %% ../nbs/02_testing.ipynb #32be8739
+def sse_event(frame:str)->dict|None:
+    "The fields of one server-sent event (`data` parsed when it is a JSON object or array); None if it has none"
+    ev = {}
+    for line in frame.splitlines():
+        if not line: continue
+        k, _, v = line.partition(':')
+        k, v = k or 'comment', v[1:] if v.startswith(' ') else v
+        ev[k] = ev[k] + '\n' + v if k=='data' and k in ev else v
+    if ev.get('data', '').startswith(('{', '[')):
+        try: ev['data'] = _loads(ev['data'])
+        except ValueError: pass
+    return ev or None
+
+def sse_frame(ev:dict)->bytes:
+    "`ev` (from `sse_event`) framed as a server-sent event again"
+    lines = [f"{'' if k=='comment' else k}: {l}" for k,v in ev.items()
+             for l in (v if isinstance(v, str) else _dumps(v)).split('\n')]
+    return ('\n'.join(lines) + '\n\n').encode()
+
+# %% ../nbs/02_testing.ipynb #672da7a6
+def _without(o, keys):
+    "`o` with the dict entries named in `keys` left out, at any depth"
+    if isinstance(o, dict): return {k:_without(v, keys) for k,v in o.items() if k not in keys}
+    if isinstance(o, list): return [_without(v, keys) for v in o]
+    return o
+
+def body_diff(recorded:dict, received:dict)->str:
+    "A unified diff of two requests (path and body), as indented JSON"
+    show = lambda o: json.dumps(o, indent=1, sort_keys=True, ensure_ascii=False).splitlines()
+    return '\n'.join(difflib.unified_diff(show(recorded), show(received), 'recorded', 'received', lineterm='', n=2))
+
+# %% ../nbs/02_testing.ipynb #bda16321
+class Cassette:
+    "The interactions of a `Sim` with an upstream, kept in a JSON file: recorded, or replayed"
+    def __init__(self, path:str|Path, # the cassette's file
+                 upstream:str|None=None, # the base URL to record from; None: replay `path`
+                 ignore=None,  # body keys a replayed request may differ in (default: `IGNORED`)
+                 secrets=None): # headers and query parameters never written (default: `SECRETS`)
+        self.path, self.upstream = Path(path), upstream
+        self.ignore = set(IGNORED if ignore is None else ignore)
+        self.secrets = {s.lower() for s in (SECRETS if secrets is None else secrets)}
+        self.interactions, self.played, self._hidden, self._lock = [], set(), set(), threading.Lock()
+        if self.recording: self.save()
+        elif not self.path.exists():
+            raise FileNotFoundError(f'No cassette at {self.path}: record it first (LISETTE_RECORD=1 or --lisette-record)')
+        else: self.interactions = json.loads(self.path.read_text())['interactions']
+
+    @property
+    def recording(self)->bool: return self.upstream is not None
+    @property
+    def unplayed(self)->int: return 0 if self.recording else len(self.interactions) - len(self.played)
+    def __repr__(self):
+        if self.recording: return f'recording {self.path.name}: {len(self.interactions)} interactions'
+        return f'replaying {self.path.name}: {self.unplayed} of {len(self.interactions)} left'
+
+    def save(self):
+        "Write the cassette, with each secret seen in a request's headers or query replaced wherever it appears"
+        u = urlsplit(self.upstream)
+        upstream = u._replace(netloc=u.hostname + (f':{u.port}' if u.port else ''), query='', fragment='').geturl()
+        text = json.dumps(dict(lisette_cassette=1, upstream=upstream, interactions=self.interactions), indent=1, ensure_ascii=False)
+        for s in sorted(self._hidden, key=len, reverse=True): text = text.replace(json.dumps(s, ensure_ascii=False)[1:-1], _REDACTED)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + '.tmp')
+        tmp.write_text(text + '\n')
+        tmp.replace(self.path)
+
+    def add(self, req:Request, response:dict):
+        "Record `req` and the `response` it got, and save"
+        with self._lock:
+            self._hidden |= _secret_values(req.headers, parse_qsl(urlsplit(req.path).query), self.secrets)
+            self.interactions.append(dict(request=dict(path=_kept_path(req.path, self.secrets),
+                                                       headers=_kept(req.headers, self.secrets), body=req.body),
+                                          response=response))
+            self.save()
+
+    def take(self, req:Request)->tuple:
+        "The first unplayed interaction `req` matches (path and body, less `ignore`), or None and why not"
+        with self._lock:
+            todo = [i for i in range(len(self.interactions)) if i not in self.played]
+            if not todo: return None, f'Sim replay: request {len(self.played)+1} is one more than the {len(self.interactions)} in {self.path}'
+            key = lambda path, body, **_: dict(path=_kept_path(path, self.secrets), body=_without(body, self.ignore))
+            got = key(req.path, req.body)
+            for i in todo:
+                if key(**self.interactions[i]['request']) == got: self.played.add(i); return self.interactions[i], None
+            return None, (f'Sim replay: a request differs from interaction {todo[0]+1} of {len(self.interactions)} in {self.path} '
+                          f'(ignoring {", ".join(sorted(self.ignore))}):\n' + body_diff(key(**self.interactions[todo[0]]['request']), got))
+
+# %% ../nbs/02_testing.ipynb #7da92a68
+UPSTREAM_TIMEOUT = 600  # seconds an upstream may take to answer (or to send the next event of a stream)
+
+def _cassette(replies, record, upstream, replay, ignore, secrets)->Cassette:
+    "The `Cassette` a `Sim` records or replays, once its arguments are checked"
+    if record and replay: raise ValueError('Give `record=` or `replay=`, not both')
+    if not (record or replay): raise ValueError('`upstream` is what to record from: give `record=` too')
+    if replies: raise ValueError('A Sim with a cassette answers from the upstream or the cassette, not from a script')
+    if record and not upstream: raise ValueError('Recording needs an `upstream` to record from')
+    return Cassette(record or replay, upstream if record else None, ignore, secrets)
+
+def upstream_path(upstream:str, fmt:str, path:str)->str:
+    "Where `path`, received by the Sim, goes under `upstream`: the part after the Sim's base for `fmt`, under the upstream's path"
+    rel = path[3:] if fmt=='openai' and path.startswith('/v1/') else path
+    return urlsplit(upstream).path.rstrip('/') + rel
+
+def _write(h, data:bytes)->bool:
+    "Send `data` to the client; False if it has gone"
+    try: h.wfile.write(data); return True
+    except OSError: return False
+
+def _relay_stream(h, r, headers)->list:
+    "Pass an SSE answer on to the client event by event, as it arrives (all but the stream's end); its events"
+    live, evs, frame = _write(h, _head(r.status, headers | {'transfer-encoding': 'chunked'})), [], b''
+    h.relayed = True
+    while True:
+        line = r.readline()
+        frame += line
+        if line.strip(): continue
+        if frame:
+            live = live and _write(h, b'%x\r\n%s\r\n' % (len(frame), frame))
+            if ev := sse_event(frame.decode('utf-8', 'replace')): evs.append(ev)
+            frame = b''
+        if not line: return evs
+
+def _forward(sim, h, req, fmt, raw):
+    "Send `req` on to the upstream, pass its answer back as it arrives, and record both"
+    c, h.relayed = sim.cassette, False
+    u = urlsplit(c.upstream)
+    conn = (http.client.HTTPSConnection if u.scheme=='https' else http.client.HTTPConnection)(u.hostname, u.port, timeout=UPSTREAM_TIMEOUT)
+    try:
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = {k:v for k,v in req.headers.items() if k not in _UNKEPT} | {'accept-encoding': 'identity'}
+        conn.request(h.command, upstream_path(c.upstream, fmt, h.path), body=raw, headers=sent)
+        r = conn.getresponse()
+        req.status, headers = r.status, {k.lower():v for k,v in r.getheaders() if k.lower() not in _UNKEPT}
+        res = dict(status=r.status, headers=_kept(headers, c.secrets))
+        if headers.get('content-type', '').startswith('text/event-stream'): res['events'], end = _relay_stream(h, r, headers), b'0\r\n\r\n'
+        else:
+            data = r.read()
+            try: res['body'] = _loads(data)
+            except ValueError: res['text'] = data.decode('utf-8', 'replace')
+            end = _head(r.status, headers | {'content-length': len(data)}) + data
+    except (OSError, http.client.HTTPException) as e:
+        sim.problems.append(msg := f'Sim record: the upstream {c.upstream} failed: {type(e).__name__}: {e}')
+        if h.relayed: return _drop(h)   # midway through a stream: the client sees it cut, as it would
+        return _fail(h, req, fmt, 502, msg, _NO_RETRY)
+    finally: conn.close()
+    c.add(req, res)   # before the answer's last bytes: once the client has them, the cassette holds it
+    _write(h, end)
+
+# %% ../nbs/02_testing.ipynb #e3313b16
+def _replay(sim, h, req, fmt, raw):
+    "Answer `req` with the response recorded for it, or an error with the diff if it matches none"
+    it, problem = sim.cassette.take(req)
+    if problem:
+        sim.problems.append(problem)
+        return _fail(h, req, fmt, 400, problem, _NO_RETRY)
+    res = it['response']
+    req.status, headers = res['status'], res['headers']
+    if 'events' in res:
+        frames = [sse_frame(ev) for ev in res['events']]
+        h.wfile.write(_head(req.status, headers | {'transfer-encoding': 'chunked'})
+                      + b''.join(b'%x\r\n%s\r\n' % (len(f), f) for f in frames) + b'0\r\n\r\n')
+        return
+    data = (res['text'] if 'text' in res else _dumps(res['body'])).encode()
+    h.wfile.write(_head(req.status, headers | {'content-length': len(data)}) + data)
+
+# %% ../nbs/02_testing.ipynb #ba888228
+def pytest_addoption(parser):
+    "A pytest hook (by its name): the `--lisette-record` option"
+    parser.getgroup('lisette').addoption('--lisette-record', action='store_true', default=False,
+        help="record each `cassette` test's cassette from its upstream (as LISETTE_RECORD=1 does), instead of replaying it")
+
+def record_requested(config)->bool:
+    "Record cassettes in this run? `--lisette-record`, or `LISETTE_RECORD` set to anything but '', '0', 'false', 'no'"
+    return config.getoption('lisette_record', False) or os.environ.get('LISETTE_RECORD', '').lower() not in ('', '0', 'false', 'no')
+
+def cassette_path(node)->Path:
+    "One cassette per test: `cassettes/<test module>/<test name>.json`, beside the test's file"
+    path = Path(node.path)
+    return path.parent/'cassettes'/path.stem/(re.sub(r'[^\w.-]+', '-', node.name).strip('-') + '.json')
+
+class CassetteSim:
+    "What the `cassette` fixture gives a test: call it with the upstream, get the `Sim` to point the code at"
+    def __init__(self, path:Path, recording:bool): self.path, self.recording, self.sim = path, recording, None
+    def __call__(self, upstream:str|None=None, # the provider's base URL: used (and needed) only when recording
+                 **kw)->Sim:                    # more for `Sim`: `ignore`, `secrets`, `alternate`
+        if self.sim: raise RuntimeError('One cassette per test: the `cassette` fixture makes one Sim')
+        self.sim = Sim(record=self.path, upstream=upstream, **kw) if self.recording else Sim(replay=self.path, **kw)
+        return self.sim
+
+    def close(self)->list:
+        "Stop the Sim; what went wrong: its problems, and in a replay the interactions never asked for"
+        if not self.sim: return []
+        self.sim.close()
+        left = self.sim.pending
+        return self.sim.problems + ([f'Sim replay: {left} recorded interaction(s) of {self.path} were never requested'] if left else [])
+
+def cassette_fixture(request):
+    "The `cassette` fixture: record this test's cassette (`--lisette-record` or LISETTE_RECORD=1), or replay it"
+    c = CassetteSim(cassette_path(request.node), record_requested(request.config))
+    yield c
+    if problems := c.close():
+        import pytest
+        pytest.fail('\n\n'.join(problems), pytrace=False)
+
+def pytest_configure(config):
+    "A pytest hook (by its name): register the `cassette` fixture; pytest is imported only here, under pytest"
+    import pytest
+    class Fixtures:
+        @pytest.fixture
+        def cassette(self, request): yield from cassette_fixture(request)
+    config.pluginmanager.register(Fixtures(), 'lisette-cassette')
 
 # %% ../nbs/02_testing.ipynb #8d72df74
 import fcntl, subprocess

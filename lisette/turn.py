@@ -2,16 +2,17 @@
 
 # %% auto #0
 __all__ = ['OPTIONS', 'CANCELLED', 'NOT_RUN', 'hist_msg', 'Options', 'split_options', 'check_kw', 'check_str', 'check_caps',
-           'check_options', 'call_tools', 'Turn', 'new_turn', 'BudgetExceeded', 'price_of', 'clip', 'StructuredError']
+           'check_options', 'call_tools', 'Turn', 'new_turn', 'BudgetExceeded', 'price_of', 'needs_approval',
+           'Approval', 'check_decisions', 'clip', 'StructuredError']
 
 # %% ../nbs/14_turn.ipynb #97770183
-import dataclasses, warnings
+import copy, dataclasses, json, warnings
 from dataclasses import dataclass, field
 import litellm
 from litellm import ModelResponse, ModelResponseStream
 from fastcore.utils import patch
 from .messages import mk_msg, merge_user, check_text, check_hist, encodable, has_text, call_ids, fresh_id
-from .tools import lite_mk_func, make_object, typed_args, tool_text, tool_error, tool_result
+from .tools import tool_args, ToolError, lite_mk_func, make_object, typed_args, tool_text, tool_error, tool_result
 from .quirks import (RETRIES, STREAM_USAGE, transient, retry_delay, single_attempt, storable_call, takes_cache_control,
                      round_as_text, cache_msgs, think_kw, search_kw, supports_prefill)
 from .replies import Usage, usage_of, finish_note, cite_footnotes
@@ -136,6 +137,9 @@ class Turn(Options):
     stream_in: int = None      # the input tokens of the request streaming now (when capped)
     stream_chars: int = 0      # characters streamed so far by that request
     results_in: dict = field(default_factory=dict)  # the results in so far of the tool round running, by call id
+    resume: dict = None        # the decisions a `resume` call takes up its paused round with
+    verdicts: dict = field(default_factory=dict)  # the results of that round's calls that don't run (denied)
+    approval: object = None    # the `Approval` this call paused at
 
     def __repr__(self): return f"Turn(round {self.round} of {self.max_tool_rounds}, stream={self.stream}, done={self.done})"
 
@@ -158,8 +162,10 @@ def _user_msg(chat, msg)->dict|None:
                                                "put assistant and tool messages in the history (`hist=`), the system prompt in `sp=`")
     return msg
 
-def new_turn(chat, msg=None, structured=None, **kw)->Turn:
+def new_turn(chat, msg=None, structured=None, resume=None, **kw)->Turn:
     "The `Turn` of a call on `chat` with `msg` (`kw`: `Options`, and litellm kwargs), its arguments checked"
+    if resume is not None: check_decisions(chat.awaiting, resume)
+    elif chat.awaiting is not None: raise ValueError(f"This chat waits for approval of tool calls ({chat.awaiting!r}): go on with `chat.resume({{call id: True, False, a reason or new arguments}})`")
     msg = _user_msg(chat, msg)
     check_hist(chat.hist)
     opts, kw = split_options(kw)
@@ -172,7 +178,7 @@ def new_turn(chat, msg=None, structured=None, **kw)->Turn:
     retries = (chat.kw | kw).get('num_retries', (chat.kw | kw).get('max_retries', RETRIES))
     if structured is not None:
         kw = {'tools': [lite_mk_func(structured)], 'tool_choice': {'type': 'function', 'function': {'name': structured.__name__}}} | kw
-    return chat.turn_type(chat=chat, msg=msg, kw=kw, retries=retries, structured=structured, schemas=schemas, namespace=namespace,
+    return chat.turn_type(chat=chat, msg=msg, kw=kw, retries=retries, structured=structured, resume=resume, schemas=schemas, namespace=namespace,
                           capped=capped, **{f.name: getattr(o, f.name) for f in dataclasses.fields(o)})
 
 # %% ../nbs/14_turn.ipynb #665d9e23
@@ -300,6 +306,62 @@ def prefill_chunk(self:Turn)->ModelResponseStream:
     "A chunk that shows the prefill, streamed before the model's own chunks"
     return ModelResponseStream(choices=[{'index': 0, 'delta': {'role': 'assistant', 'content': self.prefill}}])
 
+# %% ../nbs/14_turn.ipynb #c363e4f0
+def needs_approval(f):
+    "Mark tool `f` as one whose calls wait for the app's approval"
+    f.needs_approval = True
+    return f
+
+@dataclass
+class Approval:
+    "A reply whose tool calls wait for the app's approval: the call paused before running them"
+    reply: dict    # the model's reply, as it goes into the history
+    waiting: list  # the ids of its calls that wait
+
+    @property
+    def calls(self)->list:
+        "The reply's tool calls: id, name, arguments, and whether it waits"
+        return [{'id': tc['id'], 'name': tc['function']['name'], 'arguments': _args(tc['function']['arguments']),
+                 'waits': tc['id'] in self.waiting} for tc in self.reply['tool_calls']]
+
+    def __repr__(self):
+        calls = [f"{c['name']}({c['arguments']})" + (' waits' if c['waits'] else '') for c in self.calls]
+        return f"Approval({', '.join(calls)})"
+
+def _args(raw):
+    try: return json.loads(raw)
+    except ValueError: return raw
+
+@patch
+def waiting(self:Turn, msg)->list:
+    "The ids of `msg`'s tool calls that wait for approval"
+    approve, ns = self.chat.approve, self.namespace or {}
+    def waits(tc):
+        try: args = tool_args(tc)
+        except ToolError: return False   # its arguments are broken: it gets an error result, and runs nothing
+        if getattr(ns.get(tc.function.name), 'needs_approval', False): return True
+        return approve is not None and bool(approve(tc.function.name, args))
+    return [tc.id for tc in msg.tool_calls if waits(tc)]
+
+def check_decisions(a:Approval|None, decisions:dict):
+    "Raise unless `decisions` decides each call `a` waits for, and only those"
+    if a is None: raise ValueError("This chat has no tool calls waiting for approval")
+    if missing := [i for i in a.waiting if i not in decisions]: raise ValueError(f"No decision for the calls that wait: {', '.join(missing)}")
+    if unknown := [i for i in decisions if i not in a.waiting]: raise ValueError(f"Decisions for calls that don't wait: {', '.join(unknown)} (waiting: {', '.join(a.waiting)})")
+    if bad := [d for d in decisions.values() if not isinstance(d, (bool, str, dict))]:
+        raise ValueError(f"A decision is True, False, a reason (str) or new arguments (dict), not {bad[0]!r}")
+
+@patch
+def resume_round(self:Turn, decisions:dict)->list:
+    "Take up the round `chat.awaiting` paused, with `decisions` (call id -> True, False, a reason, or new arguments)"
+    reply = copy.deepcopy(self.chat.awaiting.reply)
+    for tc in reply['tool_calls']:
+        d = decisions.get(tc['id'], True)
+        if isinstance(d, dict): tc['function']['arguments'] = json.dumps(d)
+        elif d is False or isinstance(d, str): self.verdicts[tc['id']] = 'Error: not approved' + (f': {d}' if isinstance(d, str) else '')
+    self.chat.awaiting, self.pending, self.results_in = None, litellm.Message(**reply), {}
+    return list(self.pending.tool_calls)
+
 # %% ../nbs/14_turn.ipynb #f9689b6e
 @patch
 def keep_reply(self:Turn, res:ModelResponse)->list:
@@ -312,6 +374,11 @@ def keep_reply(self:Turn, res:ModelResponse)->list:
     if not msg.tool_calls:
         if has_text(msg.content or ''): self.chat.hist.append(hist_msg(msg)); self.chat.changed()
         self.done = True
+        return []
+    if self.round < self.max_tool_rounds and (waiting := self.waiting(msg)):   # the round pauses for the app's approval
+        self.chat.awaiting = self.approval = Approval(hist_msg(msg), waiting)
+        self.done = True
+        self.chat.changed()
         return []
     self.pending, self.results_in = msg, {}
     self.chat.changed()   # a store keeps the round while its tools run

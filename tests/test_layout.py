@@ -1,28 +1,35 @@
 """The package's shape: its public names, modules that import alone and in one direction, options declared once"""
-import ast, inspect, subprocess, sys
+import ast, inspect, os, subprocess, sys
 from pathlib import Path
 import pytest
 import lisette
 from lisette import Chat, AsyncChat, Options
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'asink', 'display', 'testing', 'local']
+MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'asink', 'display', 'testing', 'local', 'mcp']
 
 def test_public_names():
     assert sorted(lisette.__all__) == sorted([
         'Chat', 'AsyncChat', 'structured', 'astructured', 'Options', 'Usage', 'mk_msg', 'mk_msgs', 'delta_text',
-        'usage_of', 'display_stream', 'adisplay_stream', 'StreamAbandoned', 'StructuredError', 'BudgetExceeded', 'ToolError',
+        'usage_of', 'display_stream', 'adisplay_stream', 'StreamAbandoned', 'StructuredError', 'BudgetExceeded', 'Approval', 'needs_approval', 'ToolError',
         'CANCELLED', 'NOT_RUN'])
     for n in lisette.__all__: assert getattr(lisette, n) is not None, n
 
+@pytest.fixture(scope='module')
+def imported_alone()->dict:
+    "Each module imported in a fresh interpreter of its own (all at once), with litellm's settings cleared first: its result"
+    code = 'import os, sys, lisette.{}; assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"; import litellm; assert litellm.suppress_debug_info'
+    env = {k:v for k,v in os.environ.items() if not k.startswith('LITELLM')}
+    procs = {m: subprocess.Popen([sys.executable, '-c', code.format(m)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+             for m in MODULES}
+    return {m: (p.wait(300), p.communicate()[1]) for m,p in procs.items()}
+
 @pytest.mark.parametrize('mod', MODULES)
-def test_module_imports_alone(mod):
-    "Each module imports in a fresh interpreter, with litellm quiet and offline (the package's __init__ runs first)"
-    code = f'import os, lisette.{mod}; assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"; import litellm; assert litellm.suppress_debug_info'
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                       env={k:v for k,v in __import__('os').environ.items() if not k.startswith('LITELLM')})
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert 'cost map' not in r.stderr.lower(), r.stderr[-2000:]
+def test_module_imports_alone(mod, imported_alone):
+    "Each module imports alone, with litellm quiet and offline (the package's __init__ runs first)"
+    rc, err = imported_alone[mod]
+    assert rc == 0, err[-2000:]
+    assert 'cost map' not in err.lower(), err[-2000:]
 
 def lisette_imports(mod:str)->set:
     "The lisette modules `mod` imports, read from its source"
