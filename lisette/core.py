@@ -103,10 +103,12 @@ def load(cls:Chat,
     names = {f.__name__ for f in tools or [] if callable(f)} | set(kw.get('ns') or {})
     if missing := [n for n in d.get('tools', []) if n not in names]:
         warnings.warn(f"{path} had tools not given to load: {', '.join(missing)}; a call of one gets an error result")
-    if store is not None and Path(store).resolve() == Path(path).resolve(): Path(store).unlink()   # it is rewritten at once
-    chat = cls(d['model'], tools=tools, hist=d['hist'], api_key=api_key, store=store, **({k: d[k] for k in SETTINGS} | d['kw'] | kw))
+    if store is not None and Path(store).exists() and Path(store).resolve() != Path(path).resolve():
+        raise FileExistsError(f"{store} exists: choose another file, or load that chat")
+    chat = cls(d['model'], tools=tools, hist=d['hist'], api_key=api_key, **({k: d[k] for k in SETTINGS} | d['kw'] | kw))
     chat.total_use = Usage(**d['total_use'])
     if w := d.get('awaiting'): chat.awaiting = Approval(**w)
+    if store is not None: chat.store = Path(store); chat.changed()   # the whole chat, over the old file in one rename
     return chat
 
 # %% ../nbs/00_core.ipynb #b83d73c1

@@ -396,10 +396,11 @@ def clip(text:str, limit:int, why='too long')->str:
 @patch
 def keep_results(self:Turn, texts:list)->list:
     "Add the pending reply and one result per tool call to the history; the results, whole"
-    msg, self.pending = self.pending, None
-    results = [tool_result(tc, encodable(t)) for tc,t in zip(msg.tool_calls, texts)]
-    self.chat.hist += [hist_msg(msg)] + [r | {'content': clip(r['content'], self.chat.max_result)} for r in results]
-    self.results_in = {}
+    with self.chat._store_lock:   # a store's snapshot sees the round running or the round recorded, never half of each
+        msg, self.pending = self.pending, None
+        results = [tool_result(tc, encodable(t)) for tc,t in zip(msg.tool_calls, texts)]
+        self.chat.hist += [hist_msg(msg)] + [r | {'content': clip(r['content'], self.chat.max_result)} for r in results]
+        self.results_in = {}
     self.chat.changed()
     self.round += 1
     return results
@@ -407,7 +408,7 @@ def keep_results(self:Turn, texts:list)->list:
 @patch
 def tool_finished(self:Turn, call_id:str, text:str):
     "A tool of the round running has finished: its result is in (and, with a store, saved at once)"
-    self.results_in[call_id] = text
+    with self.chat._store_lock: self.results_in[call_id] = text
     self.chat.changed()
 
 # %% ../nbs/14_turn.ipynb #1600ac35
