@@ -280,6 +280,11 @@ async def test_history_with_reused_ids_moves_to_claude(sim, cls, source):
 
 DEEP = '{"a": ' + '['*3000 + ']'*3000 + '}'
 
+def deep_json_reads()->bool:
+    "Can this Python's json read DEEP? (From 3.13 it can; before, it raises RecursionError.)"
+    try: json.loads(DEEP); return True
+    except RecursionError: return False
+
 @CLASSES
 @pytest.mark.parametrize('stream', [True], ids=['stream'])   # a whole (non-streamed) response that deep litellm can't parse itself (1.110)
 async def test_arguments_nested_too_deep_are_an_error_result(sim, cls, stream):
@@ -296,7 +301,7 @@ async def test_arguments_nested_too_deep_are_an_error_result(sim, cls, stream):
         f'request 2 was not the tool round: {[roles(b["messages"]) for b in sim.bodies]}'
     assert roles(chat.hist) == ['user', 'assistant', 'tool', 'assistant']
     [err] = tool_texts(chat.hist)
-    assert err.startswith('Error') and re.search(r'nest|deep', err, re.I), err
+    assert err.startswith('Error') and re.search(r'nest|deep|must be an integer', err, re.I), err[:200]   # read by Python 3.13+'s json
     accepted(sim, GPT)
     assert err in body_texts(sim.bodies[-1])   # the model read the error
     await next_call_works(sim, chat, GPT)
@@ -732,8 +737,12 @@ def test_import_lisette_alone_makes_litellm_quiet_and_offline():
 async def test_unreadable_response_is_not_sent_again(sim, cls, model):
     """A whole (non-streamed) response nested too deep for litellm to read: the caller gets litellm's error at once,
     after one request (sending it again would get the same response), and the history is as before the call"""
-    sim.script(*[Reply(calls=[Call('add', DEEP, id=f'call_{i}')]) for i in range(3)], Reply(text='Fine.'))
     chat = mk(cls, sim, model, tools=[add])
+    if deep_json_reads():   # Python 3.13 and later read it, and so does litellm: the call goes on, its tool call answered
+        sim.script(Reply(calls=[Call('add', DEEP, id='call_0')]), Reply(text='Fine.'))
+        assert text(await ask(chat, 'Go deep.', False)) == 'Fine.' and len(sim.requests) == 2
+        return
+    sim.script(*[Reply(calls=[Call('add', DEEP, id=f'call_{i}')]) for i in range(3)], Reply(text='Fine.'))
     with pytest.raises(Exception) as e: await ask(chat, 'Go deep.', False)
     assert re.search('Invalid response object|Unable to get json response', str(e.value)), str(e.value)[:300]
     assert len(sim.requests) == 1
