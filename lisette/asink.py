@@ -55,7 +55,7 @@ def _raise_if_cancelled(e=None):
 @patch
 async def _send(self:AsyncChat, turn:Turn):
     "litellm's answer to the turn's request, sent again while it fails in a way that may pass"
-    if not (w := warm_litellm()).done(): await asyncio.wrap_future(w)
+    if not (w := warm_litellm()).done(): await asyncio.shield(asyncio.wrap_future(w))   # a cancel here mustn't cancel the warm-up
     while True:
         try: res = await litellm.acompletion(**turn.req)
         except Exception as e:

@@ -191,6 +191,7 @@ def warm_litellm()->Future:
             _warm = Future()
             def work():
                 try: _warm_up()
-                finally: _warm.set_result(None)
+                finally:
+                    if not _warm.done(): _warm.set_result(None)
             threading.Thread(target=work, daemon=True, name='lisette-warm-litellm').start()
     return _warm
