@@ -1,6 +1,6 @@
 """Helpers shared by the tests that talk to `lisette.testing.Sim`: a per-module simulator, chats pointed at it,
 and readers of histories and request bodies."""
-import asyncio, gc, time
+import asyncio, inspect, gc, time
 import pytest
 from lisette import Chat, AsyncChat   # first: it keeps litellm's import offline and quiet
 from lisette.testing import Sim, check_anthropic, check_openai
@@ -131,3 +131,23 @@ def live_objects()->int:
     """How many of lisette's and litellm's chats, turns, streams and responses are alive. By exact type: `isinstance`
     with pydantic's models (ABCs) over every object would fill the ABCs' caches"""
     return sum(type(o).__name__ in LIVE and type(o).__module__.startswith(('lisette', 'litellm')) for o in gc.get_objects())
+
+async def raised_at_call(chat, *args, **kw):
+    "What calling `chat` raised at the call (for `AsyncChat`: at `await chat(...)`); None if nothing (streams unread)"
+    try:
+        r = chat(*args, **kw)
+        if inspect.isawaitable(r): await r
+    except Exception as e: return e
+    return None
+
+def final(body)->bool:
+    "Must this request be answered in words (tool_choice none, in either wire format)?"
+    return body.get('tool_choice') in ('none', {'type': 'none'})
+
+def answered(hist):
+    "Every assistant tool call is answered by a tool message right after it"
+    for i,m in enumerate(hist):
+        if m['role'] != 'assistant' or not m.get('tool_calls'): continue
+        want = [tc['id'] for tc in m['tool_calls']]
+        got = [r.get('tool_call_id') for r in hist[i+1:i+1+len(want)] if r['role'] == 'tool']
+        assert got == want, f'message {i}: tool calls {want} answered by {got}'

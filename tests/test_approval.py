@@ -107,17 +107,7 @@ def hist_args(hist)->dict:
     return {tc['id']: json.loads(tc['function']['arguments']) for m in hist if m['role'] == 'assistant'
             for tc in m.get('tool_calls') or []}
 
-def final(body)->bool:
-    "Must this request be answered in words (tool_choice none, in either wire format)?"
-    return body.get('tool_choice') in ('none', {'type': 'none'})
 
-def answered(hist):
-    "Every assistant tool call is answered by a tool message right after it"
-    for i,m in enumerate(hist):
-        if m['role'] != 'assistant' or not m.get('tool_calls'): continue
-        want = [tc['id'] for tc in m['tool_calls']]
-        got = [r.get('tool_call_id') for r in hist[i+1:i+1+len(want)] if r['role'] == 'tool']
-        assert got == want, f'message {i}: tool calls {want} answered by {got}'
 
 async def valid_after(sim, cls, model, hist):
     """`hist` is a valid transcript: every tool call answered, and one more call on a copy of it (a new chat, nothing

@@ -4,7 +4,7 @@ One test (or one parametrized family) per bullet of the issue, for `Chat` and `A
 where the bullet applies to both. Each asserts what the user sees (a return value, an exception, the history) and
 what reached the provider (the request bodies `lisette.testing.Sim` captured; `sim.requests == []` for "nothing
 sent"). Not here: the randomized test, the simulator's own fixes, and the local model under concurrency."""
-import asyncio, copy, gc, inspect, json, os, re, subprocess, sys, textwrap, threading, time, warnings
+import asyncio, copy, gc, json, os, re, subprocess, sys, textwrap, threading, time, warnings
 from dataclasses import dataclass
 import pytest
 from pydantic import BaseModel, Field
@@ -27,13 +27,6 @@ def _collect_after():
 
 # ---------------------------------------------------------------- helpers
 
-async def raised_at_call(chat, *args, **kw):
-    "What calling `chat` raised at the call (for `AsyncChat`: at `await chat(...)`); None if nothing (streams unread)"
-    try:
-        r = chat(*args, **kw)
-        if inspect.isawaitable(r): await r
-    except Exception as e: return e
-    return None
 
 def refused(sim, err, exc, pat, hist_before=None, chat=None):
     "`err` is an `exc` whose text matches `pat`; nothing was sent; the history is as it was"

@@ -3,7 +3,7 @@
 For `Chat` and `AsyncChat` and both wire formats, against `lisette.testing.Sim`: each test asserts what the user sees
 (the answer, the exception, the history) and what reached the provider (the request bodies the simulator captured).
 Costs are exact: every scripted reply reports the same usage, and litellm prices both models from its bundled map."""
-import asyncio, copy, gc, inspect, re, warnings
+import asyncio, copy, gc, re, warnings
 import pytest
 from lisette import Chat   # first: it keeps litellm's import offline and quiet
 import litellm
@@ -61,17 +61,7 @@ def description(body, name)->str:
     assert len(t) == 1, f'{name!r} offered {len(t)} times: {offered(body)}'
     return t[0].get('description', '')
 
-def final(body)->bool:
-    "Must this request be answered in words (tool_choice none, in either wire format)?"
-    return body.get('tool_choice') in ('none', {'type': 'none'})
 
-def answered(hist):
-    "Every assistant tool call is answered by a tool message right after it"
-    for i,m in enumerate(hist):
-        if m['role'] != 'assistant' or not m.get('tool_calls'): continue
-        want = [tc['id'] for tc in m['tool_calls']]
-        got = [r.get('tool_call_id') for r in hist[i+1:i+1+len(want)] if r['role'] == 'tool']
-        assert got == want, f'message {i}: tool calls {want} answered by {got}'
 
 async def valid_after(sim, cls, model, hist):
     """`hist` is a valid transcript: every tool call answered, and one more call on it (a new chat of `cls`, no caps)
@@ -82,13 +72,6 @@ async def valid_after(sim, cls, model, hist):
     assert text(await ask(chat, 'Are you there?')) == 'Still here.'
     accepted(sim, model)
 
-async def raised_at_call(chat, *args, **kw):
-    "What calling `chat` raised at the call (for `AsyncChat`: at `await chat(...)`); None if nothing (streams unread)"
-    try:
-        r = chat(*args, **kw)
-        if inspect.isawaitable(r): await r
-    except Exception as e: return e
-    return None
 
 # ---------------------------------------------------------------- costs
 
