@@ -85,8 +85,7 @@ async def _value(v): return v
 @patch
 async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
     tasks = [asyncio.ensure_future(_value(turn.verdicts[tc.id]) if tc.id in turn.verdicts else arun_tool(tc, turn.namespace, turn.tool_timeout, self)) for tc in calls]
-    if self.store is not None:   # each result saved as it comes
-        for tc,t in zip(calls, tasks): t.add_done_callback(lambda t, i=tc.id: t.cancelled() or t.exception() or turn.tool_finished(i, t.result()))
+    turn.save_as_done(calls, tasks)
     try: await asyncio.wait(tasks)
     finally:
         texts = [t.result() if t.done() and not t.cancelled() else CANCELLED for t in tasks]

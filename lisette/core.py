@@ -141,8 +141,7 @@ def _done(v)->Future:
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
     futs = [_done(turn.verdicts[tc.id]) if tc.id in turn.verdicts else tool_threads.submit(run_tool, tc, turn.namespace, self) for tc in calls]
-    if self.store is not None:   # each result saved as it comes
-        for tc,f in zip(calls, futs): f.add_done_callback(lambda f, i=tc.id: f.cancelled() or f.exception() or turn.tool_finished(i, f.result()))
+    turn.save_as_done(calls, futs)
     timed_out = False
     try: timed_out = bool(wait_futures(futs, turn.tool_timeout).not_done)
     finally:  # also on Ctrl-C: the calls that finished keep their results, the others are answered

@@ -411,6 +411,12 @@ def tool_finished(self:Turn, call_id:str, text:str):
     with self.chat._store_lock: self.results_in[call_id] = text
     self.chat.changed()
 
+@patch
+def save_as_done(self:Turn, calls:list, futs:list):
+    "With a store, save each call's result as soon as its future (a thread's, or a task) is done"
+    if self.chat.store is None: return
+    for tc,f in zip(calls, futs): f.add_done_callback(lambda f, i=tc.id: f.cancelled() or f.exception() or self.tool_finished(i, f.result()))
+
 # %% ../nbs/14_turn.ipynb #1600ac35
 class StructuredError(ValueError):
     "The model did not make the object a `structured` call asked for"
