@@ -12,11 +12,11 @@ litellm.suppress_debug_info = True
 from .messages import mk_msg, mk_msgs
 from .tools import ToolError
 from .replies import Usage, delta_text, usage_of
-from .turn import Options, StructuredError, BudgetExceeded, Approval, needs_approval, CANCELLED, NOT_RUN
+from .turn import Options, StructuredError, BudgetExceeded, Approval, needs_approval, start_early, CANCELLED, NOT_RUN
 from .core import Chat, StreamAbandoned, structured
 from .asink import AsyncChat, astructured
 from .display import display_stream, adisplay_stream  # and, in Jupyter, responses shown as markdown
 
 __all__ = ['Chat', 'AsyncChat', 'structured', 'astructured', 'Options', 'Usage', 'mk_msg', 'mk_msgs', 'delta_text',
-           'usage_of', 'display_stream', 'adisplay_stream', 'StreamAbandoned', 'StructuredError', 'BudgetExceeded', 'Approval', 'needs_approval', 'ToolError',
+           'usage_of', 'display_stream', 'adisplay_stream', 'StreamAbandoned', 'StructuredError', 'BudgetExceeded', 'Approval', 'needs_approval', 'start_early', 'ToolError',
            'CANCELLED', 'NOT_RUN']

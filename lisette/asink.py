@@ -74,9 +74,10 @@ async def _ask(self:AsyncChat, turn:Turn):
         yield turn.finish_reply(res)
         return
     sr = astream_result(res, turn.finish_reply)
+    turn.early_calls(lambda tc: asyncio.ensure_future(arun_tool(tc, turn.namespace, turn.tool_timeout, self)))
     async with aclosing(res):  # a reader that stops early closes the provider's stream at once
         async for o in sr:
-            if turn.capped and isinstance(o, ModelResponseStream): turn.stream_spend(o)
+            if (turn.capped or turn.early) and isinstance(o, ModelResponseStream): turn.on_chunk(o)
             yield o
     yield sr.value
 
@@ -84,7 +85,8 @@ async def _value(v): return v
 
 @patch
 async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
-    tasks = [asyncio.ensure_future(_value(turn.verdicts[tc.id]) if tc.id in turn.verdicts else arun_tool(tc, turn.namespace, turn.tool_timeout, self)) for tc in calls]
+    tasks = [t or asyncio.ensure_future(_value(turn.verdicts[tc.id]) if tc.id in turn.verdicts else arun_tool(tc, turn.namespace, turn.tool_timeout, self))
+             for t,tc in zip(turn.take_early(calls), calls)]
     turn.save_as_done(calls, tasks)
     try: await asyncio.wait(tasks)
     finally:
@@ -113,7 +115,7 @@ async def _run(self:AsyncChat, turn:Turn):
             if calls:
                 for r in await self._call_tools(turn, calls): yield r
         if turn.approval is not None: yield turn.approval
-    finally: self._end(turn)
+    finally: turn.drop_early(); self._end(turn)
 
 # %% ../nbs/01_async.ipynb #87528a19
 class AStream(Watched):

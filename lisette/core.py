@@ -41,6 +41,7 @@ class Chat:
                  on_budget:str='raise',    # at a cap: 'raise' `BudgetExceeded`, or 'answer' in words
                  store:str=None,           # a file kept up to date as the history changes (see `15_store`)
                  approve=None,             # f(tool name, arguments)->bool: does this call wait for the app's approval?
+                 start_early:bool=False,   # start every tool call while the reply still streams (see `start_early`)
                  **kw):                    # more litellm completion kwargs (max_tokens, timeout, num_retries, ...)
         _check_model(model, api_base); check_str(sp, 'sp'); check_kw(kw)
         check_options(Options(temp=temp, search=search, tool_timeout=tool_timeout, budget=budget, token_budget=token_budget, on_budget=on_budget), model)
@@ -49,7 +50,7 @@ class Chat:
         self.budget,self.token_budget,self.on_budget = budget,token_budget,on_budget
         if cache and not takes_cache_control(model): warnings.warn(f"cache=True: {model} is not a Claude model, so no cache breakpoints are added")
         self.model,self.sp,self.temp,self.cache,self.api_base,self.kw = model,sp,temp,cache,api_base,kw
-        self.tool_timeout,self.search,self.max_result = tool_timeout,search,max_result
+        self.tool_timeout,self.search,self.max_result,self.start_early = tool_timeout,search,max_result,start_early
         self.tools = list(tools or [])
         self.tool_schemas = [lite_mk_func(f) for f in self.tools] or None
         self.ns = dict(ns) if ns is not None else {f.__name__: f for f in self.tools if callable(f)}
@@ -129,8 +130,9 @@ def _ask(self:Chat, turn:Turn):
         return
     try:
         if turn.prefill: yield turn.prefill_chunk()
+        turn.early_calls(lambda tc: tool_threads.submit(run_tool, tc, turn.namespace, self))
         for o in stream_with_complete(res, turn.finish_reply):
-            if turn.capped and isinstance(o, ModelResponseStream): turn.stream_spend(o)
+            if (turn.capped or turn.early) and isinstance(o, ModelResponseStream): turn.on_chunk(o)
             yield o
     finally: close_stream(res)  # a reader that stops early frees the connection at once
 
@@ -140,7 +142,8 @@ def _done(v)->Future:
 
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
-    futs = [_done(turn.verdicts[tc.id]) if tc.id in turn.verdicts else tool_threads.submit(run_tool, tc, turn.namespace, self) for tc in calls]
+    futs = [f or (_done(turn.verdicts[tc.id]) if tc.id in turn.verdicts else tool_threads.submit(run_tool, tc, turn.namespace, self))
+            for f,tc in zip(turn.take_early(calls), calls)]
     turn.save_as_done(calls, futs)
     timed_out = False
     try: timed_out = bool(wait_futures(futs, turn.tool_timeout).not_done)
@@ -167,7 +170,7 @@ def _run(self:Chat, turn:Turn):
                 raise
             if calls: yield from self._call_tools(turn, calls)
         if turn.approval is not None: yield turn.approval
-    finally: self._end(turn)
+    finally: turn.drop_early(); self._end(turn)
 
 # %% ../nbs/00_core.ipynb #5f460819
 class StreamAbandoned(RuntimeError):

@@ -13,7 +13,7 @@ from .turn import hist_msg
 # %% ../nbs/15_store.ipynb #f008d493
 FORMAT = 'lisette.chat/1'
 INTERRUPTED = "Error: interrupted: the process running this tool stopped before it finished"
-SETTINGS = ('sp', 'temp', 'cache', 'api_base', 'tool_timeout', 'search', 'max_result', 'budget', 'token_budget', 'on_budget')
+SETTINGS = ('sp', 'temp', 'cache', 'api_base', 'tool_timeout', 'search', 'max_result', 'budget', 'token_budget', 'on_budget', 'start_early')
 _secret_kw = ('api_key', 'extra_headers', 'headers', 'aws_secret_access_key', 'aws_session_token', 'vertex_credentials')
 
 def _storable_kw(kw:dict)->dict:

@@ -3,13 +3,14 @@
 # %% auto #0
 __all__ = ['OPTIONS', 'CANCELLED', 'NOT_RUN', 'hist_msg', 'Options', 'split_options', 'check_kw', 'check_str', 'check_caps',
            'check_options', 'call_tools', 'Turn', 'new_turn', 'BudgetExceeded', 'price_of', 'needs_approval',
-           'Approval', 'check_decisions', 'clip', 'StructuredError']
+           'Approval', 'check_decisions', 'clip', 'start_early', 'EarlyCalls', 'StructuredError']
 
 # %% ../nbs/14_turn.ipynb #97770183
 import copy, dataclasses, json, warnings
 from dataclasses import dataclass, field
 import litellm
 from litellm import ModelResponse, ModelResponseStream
+from litellm.types.utils import ChatCompletionMessageToolCall, Function
 from fastcore.utils import patch
 from .messages import mk_msg, merge_user, check_text, check_hist, encodable, has_text, call_ids, fresh_id
 from .tools import tool_args, ToolError, lite_mk_func, make_object, typed_args, tool_text, tool_error, tool_result
@@ -43,6 +44,7 @@ class Options:
     budget:float=None        # the most this call may spend, in US dollars
     token_budget:int=None    # the most tokens (in and out) this call may use
     on_budget:str=None       # at a cap: 'raise' `BudgetExceeded`, or 'answer' in words (default: the chat's)
+    start_early:bool=None    # start every tool call while the reply still streams (default: the chat's; see `start_early`)
 
 OPTIONS = tuple(f.name for f in dataclasses.fields(Options))
 
@@ -140,6 +142,7 @@ class Turn(Options):
     resume: dict = None        # the decisions a `resume` call takes up its paused round with
     verdicts: dict = field(default_factory=dict)  # the results of that round's calls that don't run (denied)
     approval: object = None    # the `Approval` this call paused at
+    early: object = None       # the `EarlyCalls` of the reply streaming now, if its tool calls may start early
 
     def __repr__(self): return f"Turn(round {self.round} of {self.max_tool_rounds}, stream={self.stream}, done={self.done})"
 
@@ -172,6 +175,7 @@ def new_turn(chat, msg=None, structured=None, resume=None, **kw)->Turn:
     o = Options(**opts)
     if o.search is None: o.search = chat.search
     if o.tool_timeout is None: o.tool_timeout = chat.tool_timeout
+    if o.start_early is None: o.start_early = chat.start_early
     check_options(o, chat.model); check_kw(kw)
     schemas, namespace = call_tools(chat, o.tools, o.ns)
     capped = any(v is not None for v in (o.budget, o.token_budget, chat.budget, chat.token_budget))
@@ -416,6 +420,99 @@ def save_as_done(self:Turn, calls:list, futs:list):
     "With a store, save each call's result as soon as its future (a thread's, or a task) is done"
     if self.chat.store is None: return
     for tc,f in zip(calls, futs): f.add_done_callback(lambda f, i=tc.id: f.cancelled() or f.exception() or self.tool_finished(i, f.result()))
+
+# %% ../nbs/14_turn.ipynb #805b1886
+def start_early(f):
+    "Mark tool `f` as safe to start while the reply calling it still streams"
+    f.start_early = True
+    return f
+
+@patch
+def may_start_early(self:Turn, name:str)->bool:
+    "May a call of tool `name` start before its reply has ended?"
+    f = (self.namespace or {}).get(name)
+    return (callable(f) and self.chat.approve is None and not getattr(f, 'needs_approval', False)
+            and bool(self.start_early or getattr(f, 'start_early', False)))
+
+@patch
+def early_calls(self:Turn, start)->'EarlyCalls|None':
+    "An `EarlyCalls` for the reply about to stream, or None where no call of it may start early"
+    self.drop_early()
+    ns = self.namespace or {}
+    if not self.stream or self.structured is not None or self.chat.approve is not None: return None
+    if self.round >= self.max_tool_rounds or self.budget_final: return None   # its calls won't run
+    if not (self.start_early or any(getattr(f, 'start_early', False) for f in ns.values())): return None
+    self.early = EarlyCalls(self, start)
+    return self.early
+
+# %% ../nbs/14_turn.ipynb #93866af1
+class EarlyCalls:
+    "A streaming reply's tool calls: each is given to `start` (which returns a future) once its arguments are whole"
+    def __init__(self, turn:Turn, start):
+        self.turn,self.start = turn,start
+        self.calls = []    # by stream index: [id, name, argument pieces]
+        self.started = {}  # by stream index: (name, arguments, future), or None where it may not start early
+
+    def feed(self, chunk):
+        "Take in one streamed chunk's tool-call deltas, and start each call that is now whole"
+        tcs = chunk.choices[0].delta.tool_calls if chunk.choices else None
+        for d in tcs or []:
+            i = d.index or 0
+            if i >= len(self.calls):   # a new call began: the ones before it are whole
+                for j in range(len(self.calls)): self._whole(j)
+                self.calls += [[None, None, []] for _ in range(i + 1 - len(self.calls))]
+            c, f = self.calls[i], d.function
+            if d.id: c[0] = d.id
+            if f is not None and f.name: c[1] = f.name
+            if f is not None and f.arguments:
+                c[2].append(f.arguments)
+                if f.arguments.rstrip().endswith('}'): self._whole(i)
+
+    def _whole(self, i:int):
+        "Start call `i` if its arguments parse as a whole JSON object and its tool may start early"
+        if i in self.started: return
+        cid, name, pieces = self.calls[i]
+        args = ''.join(pieces)
+        try: a = json.loads(args)
+        except ValueError: return   # not whole yet
+        if not (cid and name and isinstance(a, dict) and self.turn.may_start_early(name)): self.started[i] = None; return
+        tc = ChatCompletionMessageToolCall(id=cid, function=Function(name=name, arguments=args))
+        self.started[i] = (name, args, self.start(tc))
+
+    def take(self, calls:list)->list:
+        "For each of the whole reply's `calls`, its started future, or None: it starts now"
+        futs = []
+        for i,tc in enumerate(calls):
+            s = self.started.pop(i, None)
+            same = s is not None and s[:2] == (tc.function.name, tc.function.arguments)
+            if s is not None and not same: s[2].cancel()   # the reply doesn't hold the call as it started
+            futs.append(s[2] if same else None)
+        self.cancel()
+        return futs
+
+    def cancel(self):
+        "Cancel the calls started and not taken (a task is cancelled; a tool running in a thread finishes unheard)"
+        for s in self.started.values():
+            if s is not None: s[2].cancel()
+        self.started = {}
+
+@patch
+def on_chunk(self:Turn, chunk):
+    "What a streamed chunk means to the turn: its cost (with a spending cap), and tool calls that may start now"
+    if self.capped: self.stream_spend(chunk)
+    if self.early is not None: self.early.feed(chunk)
+
+@patch
+def take_early(self:Turn, calls:list)->list:
+    "The futures of the round's `calls` that started early (None for the others)"
+    e, self.early = self.early, None
+    return e.take(calls) if e is not None else [None]*len(calls)
+
+@patch
+def drop_early(self:Turn):
+    "Cancel the early calls of a reply that won't be recorded (the stream broke, or the caller left it)"
+    e, self.early = self.early, None
+    if e is not None: e.cancel()
 
 # %% ../nbs/14_turn.ipynb #1600ac35
 class StructuredError(ValueError):

@@ -11,7 +11,7 @@ MODULES = ['messages', 'tools', 'quirks', 'replies', 'turn', 'store', 'core', 'a
 def test_public_names():
     assert sorted(lisette.__all__) == sorted([
         'Chat', 'AsyncChat', 'structured', 'astructured', 'Options', 'Usage', 'mk_msg', 'mk_msgs', 'delta_text',
-        'usage_of', 'display_stream', 'adisplay_stream', 'StreamAbandoned', 'StructuredError', 'BudgetExceeded', 'Approval', 'needs_approval', 'ToolError',
+        'usage_of', 'display_stream', 'adisplay_stream', 'StreamAbandoned', 'StructuredError', 'BudgetExceeded', 'Approval', 'needs_approval', 'start_early', 'ToolError',
         'CANCELLED', 'NOT_RUN'])
     for n in lisette.__all__: assert getattr(lisette, n) is not None, n
 

@@ -107,7 +107,7 @@ async def test_load_warns_of_tools_not_given(cls, sim, tmp_path):
 @CLASSES
 def test_invalid_files_say_what_is_wrong(cls, tmp_path):
     good = {'format': FORMAT, 'model': SONNET, 'sp': '', 'temp': 0, 'cache': False, 'api_base': None, 'tool_timeout': None,
-            'search': None, 'max_result': 100_000, 'budget': None, 'token_budget': None, 'on_budget': 'raise', 'kw': {},
+            'search': None, 'max_result': 100_000, 'budget': None, 'token_budget': None, 'on_budget': 'raise', 'start_early': False, 'kw': {},
             'tools': [], 'hist': [{'role': 'user', 'content': 'hi'}], 'total_use': {}, 'inflight': None}
     cases = {'{"format": "lisette.chat/1", "model"': 'is not a saved chat',
              '[1, 2]': "not 'lisette.chat/1'",
