@@ -450,17 +450,17 @@ class EarlyCalls:
     "A streaming reply's tool calls: each is given to `start` (which returns a future) once its arguments are whole"
     def __init__(self, turn:Turn, start):
         self.turn,self.start = turn,start
-        self.calls = []    # by stream index: [id, name, argument pieces]
+        self.calls = {}    # by stream index: [id, name, argument pieces]
         self.started = {}  # by stream index: (name, arguments, future), or None where it may not start early
 
     def feed(self, chunk):
         "Take in one streamed chunk's tool-call deltas, and start each call that is now whole"
         tcs = chunk.choices[0].delta.tool_calls if chunk.choices else None
         for d in tcs or []:
-            i = d.index or 0
-            if i >= len(self.calls):   # a new call began: the ones before it are whole
-                for j in range(len(self.calls)): self._whole(j)
-                self.calls += [[None, None, []] for _ in range(i + 1 - len(self.calls))]
+            i = d.index if d.index is not None else len(self.calls) - (not d.id)   # no index: a new id is a new call
+            if i not in self.calls:   # a new call began: the ones before it are whole
+                for j in list(self.calls): self._whole(j)
+                self.calls[i] = [None, None, []]
             c, f = self.calls[i], d.function
             if d.id: c[0] = d.id
             if f is not None and f.name: c[1] = f.name
@@ -480,10 +480,10 @@ class EarlyCalls:
         self.started[i] = (name, args, self.start(tc))
 
     def take(self, calls:list)->list:
-        "For each of the whole reply's `calls`, its started future, or None: it starts now"
-        futs = []
-        for i,tc in enumerate(calls):
-            s = self.started.pop(i, None)
+        "For each of the whole reply's `calls` (in stream index order), its started future, or None: it starts now"
+        futs, order = [], sorted(self.calls)
+        for k,tc in enumerate(calls):
+            s = self.started.pop(order[k], None) if k < len(order) else None
             same = s is not None and s[:2] == (tc.function.name, tc.function.arguments)
             if s is not None and not same: s[2].cancel()   # the reply doesn't hold the call as it started
             futs.append(s[2] if same else None)
