@@ -95,6 +95,13 @@ async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
         results = turn.keep_results(texts)
     return results
 
+@patch
+async def _wait_paused(self:AsyncChat, turn:Turn):
+    "A round paused for approval: wait for its calls that started early, and keep their results with it"
+    tasks = turn.paused
+    await asyncio.wait(tasks.values())   # each has its own `tool_timeout`
+    turn.keep_paused({i: t.result() for i,t in tasks.items()})
+
 # %% ../nbs/01_async.ipynb #9f6eec12
 @patch
 async def _run(self:AsyncChat, turn:Turn):
@@ -114,6 +121,7 @@ async def _run(self:AsyncChat, turn:Turn):
                 raise
             if calls:
                 for r in await self._call_tools(turn, calls): yield r
+        if turn.paused: await self._wait_paused(turn)
         if turn.approval is not None: yield turn.approval
     finally: turn.drop_early(); self._end(turn)
 

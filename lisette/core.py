@@ -152,6 +152,13 @@ def _call_tools(self:Chat, turn:Turn, calls:list)->list:
         results = turn.keep_results([f.result() if f.done() else late for f in futs])
     return results
 
+@patch
+def _wait_paused(self:Chat, turn:Turn):
+    "A round paused for approval: wait for its calls that started early, and keep their results with it"
+    futs = turn.paused
+    wait_futures(futs.values(), turn.tool_timeout)
+    turn.keep_paused({i: f.result() if f.done() else tool_error(TimeoutError()) for i,f in futs.items()})
+
 # %% ../nbs/00_core.ipynb #19c4cc39
 @patch
 def _run(self:Chat, turn:Turn):
@@ -169,6 +176,7 @@ def _run(self:Chat, turn:Turn):
                 if context_overflow(e) and turn.shrink(): continue
                 raise
             if calls: yield from self._call_tools(turn, calls)
+        if turn.paused: self._wait_paused(turn)
         if turn.approval is not None: yield turn.approval
     finally: turn.drop_early(); self._end(turn)
 

@@ -143,6 +143,7 @@ class Turn(Options):
     verdicts: dict = field(default_factory=dict)  # the results of that round's calls that don't run (denied)
     approval: object = None    # the `Approval` this call paused at
     early: object = None       # the `EarlyCalls` of the reply streaming now, if its tool calls may start early
+    paused: dict = None        # the futures of the calls that started early in a reply paused for approval, by id
 
     def __repr__(self): return f"Turn(round {self.round} of {self.max_tool_rounds}, stream={self.stream}, done={self.done})"
 
@@ -321,6 +322,7 @@ class Approval:
     "A reply whose tool calls wait for the app's approval: the call paused before running them"
     reply: dict    # the model's reply, as it goes into the history
     waiting: list  # the ids of its calls that wait
+    ran: dict = field(default_factory=dict)  # the results of its calls that started early, by id: not run again
 
     @property
     def calls(self)->list:
@@ -363,6 +365,7 @@ def resume_round(self:Turn, decisions:dict)->list:
         d = decisions.get(tc['id'], True)
         if isinstance(d, dict): tc['function']['arguments'] = json.dumps(d)
         elif d is False or isinstance(d, str): self.verdicts[tc['id']] = 'Error: not approved' + (f': {d}' if isinstance(d, str) else '')
+    self.verdicts |= self.chat.awaiting.ran   # they ran while the reply streamed
     self.chat.awaiting, self.pending, self.results_in = None, litellm.Message(**reply), {}
     return list(self.pending.tool_calls)
 
@@ -381,6 +384,7 @@ def keep_reply(self:Turn, res:ModelResponse)->list:
         return []
     if self.round < self.max_tool_rounds and (waiting := self.waiting(msg)):   # the round pauses for the app's approval
         self.chat.awaiting = self.approval = Approval(hist_msg(msg), waiting)
+        self.paused = {tc.id: f for tc,f in zip(msg.tool_calls, self.take_early(msg.tool_calls)) if f is not None}
         self.done = True
         self.chat.changed()
         return []
@@ -509,10 +513,18 @@ def take_early(self:Turn, calls:list)->list:
     return e.take(calls) if e is not None else [None]*len(calls)
 
 @patch
+def keep_paused(self:Turn, results:dict):
+    "Keep the `results` (by id) of the calls that started early with the round paused for approval: `resume` takes them"
+    self.approval.ran, self.paused = results, None
+    self.chat.changed()
+
+@patch
 def drop_early(self:Turn):
     "Cancel the early calls of a reply that won't be recorded (the stream broke, or the caller left it)"
     e, self.early = self.early, None
     if e is not None: e.cancel()
+    for f in (self.paused or {}).values(): f.cancel()
+    self.paused = None
 
 # %% ../nbs/14_turn.ipynb #1600ac35
 class StructuredError(ValueError):
