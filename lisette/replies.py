@@ -19,6 +19,8 @@ def delta_text(chunk)->str|None:
 _HIDDEN_OK = frozenset({'provider_response_model', 'custom_llm_provider', 'created_at', 'model_id', 'api_base',
                         'additional_headers', 'response_cost', 'received_model_id'})  # hidden params litellm's rebuild reads only in the first chunk
 _CHOICE_KEYS = frozenset({'finish_reason', 'index', 'delta', 'logprobs'})
+_CHUNK_OK = frozenset({'obfuscation', 'service_tier'})   # chunk fields a run may carry: one litellm ignores, one it checks is the same
+_DELTA_OK = ('content', 'tool_calls', 'reasoning_content', 'thinking_blocks', 'provider_specific_fields')
 _CALL_KEYS, _FN_KEYS = frozenset({'id', 'function', 'type', 'index'}), frozenset({'arguments', 'name'})
 
 def _args_piece(calls, content, where):
@@ -41,17 +43,22 @@ def _piece(chunk:ModelResponseStream)->tuple|None:
     "(kind, key, piece) if `chunk` only adds a piece of text, reasoning, thinking or one tool call's arguments, else None"
     if chunk.provider_specific_fields is not None or len(chunk.choices) != 1: return None
     ext, hp = chunk.model_extra, chunk.hidden_params
-    if any(v is not None for k,v in ext.items() if k not in ('obfuscation', 'service_tier')) or not hp.keys() <= _HIDDEN_OK: return None
+    for k,v in ext.items():
+        if v is not None and k not in _CHUNK_OK: return None
+    if not hp.keys() <= _HIDDEN_OK: return None
     cx = chunk.choices[0].model_extra
     if cx.keys() != _CHOICE_KEYS or cx['finish_reason'] is not None or cx['index'] != 0 or cx['logprobs'] is not None: return None
-    d = {**vars(cx['delta']), **cx['delta'].model_extra}
-    content, calls, rc = d.pop('content', None), d.pop('tool_calls', None), d.pop('reasoning_content', None)
-    tb, psf = d.pop('thinking_blocks', None), d.pop('provider_specific_fields', None)
-    if any(v is not None for v in d.values()): return None
-    where = (chunk.id, chunk.model, ext.get('service_tier'), hp.get('provider_response_model'))  # one run shares them
-    if calls is None and rc is None and tb is None and psf is None: return ('text', where, content) if type(content) is str else None
+    delta, got = cx['delta'], {}
+    for fields in (vars(delta), delta.model_extra):
+        for k,v in fields.items():
+            if v is None: continue
+            if k not in _DELTA_OK: return None
+            got[k] = v
+    content, where = got.get('content'), (chunk.id, chunk.model, ext.get('service_tier'), hp.get('provider_response_model'))  # one run shares `where`
+    if len(got) == 1 and type(content) is str: return 'text', where, content
+    calls, rc, tb, psf = got.get('tool_calls'), got.get('reasoning_content'), got.get('thinking_blocks'), got.get('provider_specific_fields')
     if calls is not None: return _args_piece(calls, content, where) if rc is None and tb is None and psf is None and content in (None, '') else None
-    if type(rc) is not str: return None
+    if type(rc) is not str or content not in (None, ''): return None
     if tb is None and psf is None and content is None: return 'reason', where, rc
     return _think_piece(rc, tb, psf, where) if content == '' else None
 
@@ -86,15 +93,18 @@ class ReplyBuilder:
         self.chunks = []   # every chunk, as it came
         self._parts = []   # what litellm rebuilds from: [kind, key, first chunk, pieces] a run, [None, None, chunk, None] a chunk kept
         self._calls = {}   # tool call index -> [id, name, argument fragments]
-        self._sorts, self._t, self._whole = False, None, False
+        self._sorts, self._t, self._whole = False, float('-inf'), False
         for o in chunks: self.add(o)
 
     def add(self, chunk):
         "Take the stream's next chunk"
         self.chunks.append(chunk)
-        if not self._whole and type(chunk) is ModelResponseStream and isinstance(hp := chunk.hidden_params, dict):
-            if len(self.chunks) == 1: self._sorts = bool(hp.get('created_at'))
-            if self._sorts: self._check_order(hp.get('created_at'))
+        if not self._whole and type(chunk) is ModelResponseStream and type(hp := chunk.hidden_params) is dict:
+            t = hp.get('created_at')
+            if len(self.chunks) == 1: self._sorts = bool(t)
+            if self._sorts:   # litellm sorts chunks by the time each was made: runs are merged only while they come in that order
+                if not isinstance(t, (int, float)) or t < self._t: self._whole = True
+                else: self._t = t
         else: self._whole = True   # litellm will rebuild from every chunk
         try: p = None if self._whole or len(self.chunks) == 1 else _piece(chunk)
         except Exception: p = None   # a shape _piece doesn't know: the chunk is kept
@@ -108,11 +118,6 @@ class ReplyBuilder:
         if kind == 'args':
             if key[1] in self._calls: self._calls[key[1]][2].append(piece)
             else: self._note_calls(chunk)
-
-    def _check_order(self, t):
-        "Runs may be merged only while the chunks come in the order litellm sorts them in: by the time each was made"
-        if not isinstance(t, (int, float)) or (self._t is not None and t < self._t): self._whole = True
-        else: self._t = t
 
     def _note_calls(self, chunk):
         for ch in getattr(chunk, 'choices', None) or []:
