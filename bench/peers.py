@@ -15,8 +15,8 @@ USAGE = dict(stream_options={'include_usage': True})   # what lisette asks of ev
 MAX_TOKENS = 64000   # what litellm (so lisette) and pydantic-ai send for claude-sonnet-4-5 by default: the others send it too
 
 # Sizes, and rounds (each stack once a round) per figure, of a full run and of `--quick`
-FULL  = dict(turn=40, tools=30, conc=128, nconc=6, chunks=2000, nstream=6)
-QUICK = dict(turn=3,  tools=2,  conc=8,   nconc=2, chunks=100,  nstream=2)
+FULL  = dict(turn=40, tools=30, conc=128, nconc=6, chunks=2000, nstream=6, short=20, first=60)
+QUICK = dict(turn=3,  tools=2,  conc=8,   nconc=2, chunks=100,  nstream=2, short=20, first=3)
 
 async def nap(i:int)->str:
     "Sleep a moment, then say so."
@@ -183,13 +183,17 @@ class Figure:
     ttft: bool = False
 
 def figures(cfg)->list:
-    k, n, tmsg = cfg['conc'], cfg['chunks'], f'{TOOLS}1'
+    k, n, m, tmsg = cfg['conc'], cfg['chunks'], cfg['short'], f'{TOOLS}1'
     async def one(s): return await s.turn('Hi!') == TEXT
     async def tool(s): return await s.tool_round(tmsg) == TEXT
     async def conc(s): return all(t == TEXT for t in await asyncio.gather(*[s.turn(f'Hi {i}!') for i in range(k)]))
     async def stream(s, mark=None): return len(await s.stream(f'{STREAM}{n}', mark or Mark()) or '') == 4*n
+    async def short(s, mark=None): return len(await s.stream(f'{STREAM}{m}', mark or Mark()) or '') == 4*m
+    # Time to first token has a figure of its own: a short stream, many rounds. In the long stream's few rounds, the first
+    # token is at the mercy of litellm's rebuild of the stream before it, which runs in a worker thread after it ends.
     return [Figure('turn', 'one turn', one), Figure('tools', 'one tool round', tool),
-            Figure('nconc', f'{k} concurrent turns', conc), Figure('nstream', f'{n}-chunk stream', stream, ttft=True)]
+            Figure('nconc', f'{k} concurrent turns', conc), Figure('nstream', f'{n}-chunk stream', stream),
+            Figure('first', f'{m}-chunk stream', short, ttft=True)]
 
 # ---------------------------------------------------------------- what each stack sent
 
@@ -297,6 +301,17 @@ def table(results:list)->list:
             lines.append(f"{fig if k == 'wall' else '':<32} {label:<5} " + ' '.join(_cell(by.get(c), k) for c in COLS))
     return lines
 
+def versus_litellm(results:list)->list:
+    "lisette's medians over raw litellm's, a line per figure: the targets are about these ratios"
+    by = {(r['figure'], r['stack']): r for r in results}
+    lines = []
+    for fig in dict.fromkeys(r['figure'] for r in results):
+        l, raw = by.get((fig, 'lisette')), by.get((fig, 'raw litellm'))
+        if not (l and raw): continue
+        ks = [k for k in ('wall', 'cpu', 'ttft') if k in l and k in raw]
+        lines.append(f"{fig:<32} " + '  '.join(f"{k} {l[k]['median'] / raw[k]['median']:.3f}" for k in ks))
+    return lines
+
 def _preload():
     "Import every stack's modules (the simulator's process starts meanwhile: both take seconds)"
     import lisette.asink, openai
@@ -351,6 +366,7 @@ def main(argv=None):
     m['loadavg_end'], secs = os.getloadavg(), time.perf_counter() - t0
     print('\n'.join([''] + table(out)))
     print(LEGEND)
+    print('\n'.join(['', 'lisette / raw litellm (medians):'] + versus_litellm(out)))
     for r in out:
         if r['request'] not in MARKS: notes.append(f"{r['stack']}, {r['figure']}: its requests differ from the floor's, {r['request'][9:]}")
         if not r['answer_ok']: notes.append(f"{r['stack']}, {r['figure']}: an answer came incomplete")

@@ -4,7 +4,7 @@
 __all__ = ['Chat', 'Secret', 'StreamAbandoned', 'Watched', 'Stream', 'structured']
 
 # %% ../nbs/00_core.ipynb #49ba9bb7
-import threading, time, warnings, weakref
+import functools, threading, time, warnings, weakref
 from pathlib import Path
 from concurrent.futures import Future, wait as wait_futures
 import litellm
@@ -73,9 +73,15 @@ class Secret:
     def __repr__(self): return 'Secret(…)' if self.value else 'Secret(None)'
     def __bool__(self): return bool(self.value)
 
+@functools.lru_cache(maxsize=256)
+def _known_model(model:str, api_base:str|None)->bool:
+    "litellm knows which provider serves `model` (cached, as every new chat asks: only a success is kept)"
+    litellm.get_llm_provider(model, api_base=api_base)
+    return True
+
 def _check_model(model, api_base=None):
     if not isinstance(model, str) or not model: raise ValueError(f"model must be a litellm model name, not {model!r}")
-    try: litellm.get_llm_provider(model, api_base=api_base)
+    try: _known_model(model, api_base) if api_base is None or isinstance(api_base, str) else litellm.get_llm_provider(model, api_base=api_base)
     except Exception: raise ValueError(f"litellm doesn't know which provider serves {model!r}: "
                                        "name it as 'provider/model', e.g. 'anthropic/claude-sonnet-4-5'") from None
 

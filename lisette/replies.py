@@ -92,7 +92,6 @@ class ReplyBuilder:
     def __init__(self, chunks=()):
         self.chunks = []   # every chunk, as it came
         self._parts = []   # what litellm rebuilds from: [kind, key, first chunk, pieces] a run, [None, None, chunk, None] a chunk kept
-        self._calls = {}   # tool call index -> [id, name, argument fragments]
         self._sorts, self._t, self._whole = False, float('-inf'), False
         for o in chunks: self.add(o)
 
@@ -108,29 +107,11 @@ class ReplyBuilder:
         else: self._whole = True   # litellm will rebuild from every chunk
         try: p = None if self._whole or len(self.chunks) == 1 else _piece(chunk)
         except Exception: p = None   # a shape _piece doesn't know: the chunk is kept
-        if p is None:
-            self._parts.append([None, None, chunk, None])
-            return self._note_calls(chunk)
+        if p is None: return self._parts.append([None, None, chunk, None])
         kind, key, piece = p
         last = self._parts[-1]
         if last[0] == kind and last[1] == key: last[3].append(piece)
         else: self._parts.append([kind, key, chunk, [piece]])
-        if kind == 'args':
-            if key[1] in self._calls: self._calls[key[1]][2].append(piece)
-            else: self._note_calls(chunk)
-
-    def _note_calls(self, chunk):
-        for ch in getattr(chunk, 'choices', None) or []:
-            for c in getattr(getattr(ch, 'delta', None), 'tool_calls', None) or []:
-                e, fn = self._calls.setdefault(getattr(c, 'index', 0), [None, None, []]), getattr(c, 'function', None)
-                if getattr(c, 'id', None): e[0] = c.id
-                if getattr(fn, 'name', None): e[1] = fn.name
-                if getattr(fn, 'arguments', None): e[2].append(fn.arguments)
-
-    @property
-    def tool_calls(self)->list:
-        "The tool calls so far, by index: dicts of their 'id', 'name' and the 'arguments' streamed so far"
-        return [dict(id=i, name=n, arguments=''.join(a)) for _,(i,n,a) in sorted(self._calls.items())]
 
     def build(self)->ModelResponse|None:
         "The full response: `litellm.stream_chunk_builder` on the chunks, each run of pieces merged into one"

@@ -21,3 +21,18 @@ def test_bench_early_quick(tmp_path):
     rows = json.loads(out.read_text())['rows']
     assert [(x['cls'], x['format']) for x in rows] == [(c, f) for f in ('openai', 'anthropic') for c in ('Chat', 'AsyncChat')], rows
     assert all(x['early'] and x['without'] for x in rows), rows
+
+def test_bench_peers_quick(tmp_path):
+    "Beside the stacks installed (the openai SDK always: litellm's own dependency), the table and lisette's ratios to raw litellm"
+    out = tmp_path/'peers.json'
+    r = subprocess.run([sys.executable, '-m', 'bench.peers', '--quick', '--out', str(out)], cwd=root, capture_output=True,
+                       text=True, timeout=300, env=os.environ | {'LITELLM_LOCAL_MODEL_COST_MAP': 'True'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    figs = json.loads(out.read_text())['figures']
+    got = {(x['figure'], x['stack']) for x in figs}
+    for fmt in ('openai', 'anthropic'):
+        for fig in ('one turn', 'one tool round', '8 concurrent turns', '100-chunk stream', '20-chunk stream'):
+            assert {(f'{fig} ({fmt})', s) for s in ('raw litellm', 'lisette')} <= got, got
+    assert all(x['answer_ok'] for x in figs), [x for x in figs if not x['answer_ok']]
+    assert all('ttft' in x for x in figs if x['figure'].startswith('20-chunk')), figs
+    assert 'lisette / raw litellm (medians):' in r.stdout and '20-chunk stream (anthropic)' in r.stdout, r.stdout
