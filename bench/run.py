@@ -110,7 +110,8 @@ def cases(sim, cfg:dict, want=lambda fig: True)->list:
         msgs, kw = [u(tmsg)], dict(model=GPT, api_base=o, api_key=KEY, temperature=0, tools=[schema])
         m = (await litellm.acompletion(messages=msgs, **kw)).choices[0].message
         await asyncio.gather(*[asyncio.sleep(SLEEP) for _ in m.tool_calls])
-        msgs.append({'role': 'assistant', 'content': m.content or '', 'tool_calls': [tc.model_dump(exclude_none=True) for tc in m.tool_calls]})
+        msgs.append({'role': 'assistant', **({'content': m.content} if m.content else {}),   # no empty text: what lisette sends
+                     'tool_calls': [tc.model_dump(exclude_none=True) for tc in m.tool_calls]})
         msgs += [{'role': 'tool', 'tool_call_id': tc.id, 'name': tc.function.name, 'content': f'slept {i}'} for i, tc in enumerate(m.tool_calls)]
         return await litellm.acompletion(messages=msgs, **kw)
     for kind, tool in (('async', nap), ('sync', _sync_nap())) if want(5) else ():

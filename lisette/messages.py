@@ -104,6 +104,8 @@ def _strings(m:dict):
     for tc in m.get('tool_calls') or []: yield from (tc['function'].get('name') or '', tc['function'].get('arguments') or '')
 
 def _msg_problems(m:dict)->list:
+    c, role = m.get('content'), m['role']
+    if type(c) is str and c.isascii() and (c.strip() or role == 'tool') and not m.get('tool_calls'): return []   # most are plain text: fine, and quick to tell
     ps = []
     for s in _strings(m):
         try: check_text(s)
@@ -121,7 +123,7 @@ def hist_problems(msgs:list)->list:
         role = m.get('role') if isinstance(m, dict) else None
         if role not in _roles: ps.append(f"hist[{i}]: not a message with a role of {', '.join(_roles)}: {str(m)[:100]}"); continue
         if role == 'system': continue
-        if role != 'tool' and (left := unanswered()): ps.append(f"hist[{i}]: the tool calls before it have no result: {', '.join(left)}")
+        if role != 'tool' and calls and (left := unanswered()): ps.append(f"hist[{i}]: the tool calls before it have no result: {', '.join(left)}")
         if role == 'tool':
             tid = m.get('tool_call_id')
             if tid not in calls or calls[tid]: ps.append(f"hist[{i}]: a tool result that answers no tool call of the assistant message before it ({tid!r})")
@@ -131,10 +133,10 @@ def hist_problems(msgs:list)->list:
             elif side is None and role == 'assistant': ps.append(f"hist[{i}]: the first message must be the user's, not the assistant's")
             calls = {}
         side = role
-        for tc in m.get('tool_calls') or [] if role == 'assistant' else []:
+        for tc in (m.get('tool_calls') or []) if role == 'assistant' else ():
             if not tc.get('id') or tc['id'] in ids: ps.append(f"hist[{i}]: tool call id {tc.get('id')!r} is missing or used twice")
             ids.add(tc.get('id')); calls[tc.get('id')] = False
-        ps += [f"hist[{i}] ({role}): {p}" for p in _msg_problems(m)]
+        if mps := _msg_problems(m): ps += [f"hist[{i}] ({role}): {p}" for p in mps]
     if left := unanswered(): ps.append(f"the last tool calls have no result: {', '.join(left)}")
     return ps
 

@@ -10,6 +10,7 @@ def test_bench_quick(tmp_path):
                        text=True, timeout=300, env=os.environ | {'LITELLM_LOCAL_MODEL_COST_MAP': 'True'})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     for fig in '123456': assert f'\n{fig} ' in r.stdout, r.stdout
+    assert 'request bodies differ' not in r.stdout, r.stdout   # each figure's two sides send the same requests
     res = json.loads(out.read_text())
     assert res, res
 
