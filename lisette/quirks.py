@@ -174,12 +174,31 @@ _LAZY = ('litellm._service_logger', 'litellm.litellm_core_utils.default_encoding
          'litellm.proxy.spend_tracking.savings', 'litellm.proxy.openai_files_endpoints.common_utils',
          'litellm.litellm_core_utils.logging_callback_manager', 'litellm.llms.github_copilot.per_user_auth',
          'litellm.llms.github_copilot.github_host')
+# From 1.110 litellm defers its pydantic models' schemas to their first use (`DEFER_PYDANTIC_BUILD`): these are the
+# ones a chat's requests use, streamed and not, with tools, in both wire formats (module, class)
+_DEFERRED = (('litellm.types.router', 'GenericLiteLLMParams'), ('litellm.types.router', 'LiteLLM_Params'),
+             ('litellm.types.services', 'ServiceLoggerPayload'), ('litellm.types.utils', 'Usage'),
+             ('litellm.types.utils', 'PromptTokensDetailsWrapper'), ('litellm.types.utils', 'CompletionTokensDetailsWrapper'),
+             ('litellm.types.utils', 'Message'), ('litellm.types.utils', 'Choices'), ('litellm.types.utils', 'ModelResponse'),
+             ('litellm.types.utils', 'Delta'), ('litellm.types.utils', 'StreamingChoices'), ('litellm.types.utils', 'ModelResponseStream'),
+             ('litellm.types.utils', 'Function'), ('litellm.types.utils', 'ChatCompletionMessageToolCall'),
+             ('litellm.responses.litellm_completion_transformation.tool_search', '_ToolCallFields'),
+             ('litellm.responses.litellm_completion_transformation.tool_search', '_ToolCallFunctionFields'),
+             ('litellm.litellm_core_utils.streaming_handler', '_ParsedChunkHiddenParams'),
+             ('litellm.llms.anthropic.common_utils', '_EagerInputStreamingFunction'),
+             ('litellm.llms.anthropic.common_utils', '_EagerInputStreamingTool'),
+             ('litellm.responses.litellm_completion_transformation.tool_search', '_SessionMessageFields'))
 _warm, _warm_lock = None, threading.Lock()
 
 def _warm_up():
     for m in _LAZY:
         try: importlib.import_module(m)
         except Exception: pass   # not in this litellm
+    for m, name in _DEFERRED:
+        try:
+            cls = getattr(importlib.import_module(m), name)
+            if not cls.__dict__.get('__pydantic_complete__', True): cls.model_rebuild()
+        except Exception: pass   # not in this litellm, or built already
     try: importlib.import_module('litellm.litellm_core_utils.default_encoding').encoding.encode('warm')
     except Exception: pass
 

@@ -37,3 +37,14 @@ def test_bench_peers_quick(tmp_path):
     assert all(x['answer_ok'] for x in figs), [x for x in figs if not x['answer_ok']]
     assert all('ttft' in x for x in figs if x['figure'].startswith('20-chunk')), figs
     assert 'lisette / raw litellm (medians):' in r.stdout and '20-chunk stream (anthropic)' in r.stdout, r.stdout
+
+def test_bench_stall_quick(tmp_path):
+    "The first request's stall of the event loop, in fresh processes: raw litellm and lisette's two ways, both formats"
+    out = tmp_path/'stall.json'
+    r = subprocess.run([sys.executable, '-m', 'bench.stall', '--quick', '--out', str(out)], cwd=root, capture_output=True,
+                       text=True, timeout=300, env=os.environ | {'LITELLM_LOCAL_MODEL_COST_MAP': 'True'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = json.loads(out.read_text())['rows']
+    assert {(x['format'], x['side']) for x in rows} == {(f, s) for f in ('openai', 'anthropic') for s in
+            ('raw litellm', 'lisette, chat made at start-up', 'lisette, chat made at the call')}, rows
+    assert all(x['ok'] and x['stall'] >= 0 for x in rows), rows
