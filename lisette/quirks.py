@@ -174,7 +174,7 @@ _LAZY = ('litellm._service_logger', 'litellm.litellm_core_utils.default_encoding
          'litellm.proxy.spend_tracking.savings', 'litellm.proxy.openai_files_endpoints.common_utils',
          'litellm.litellm_core_utils.logging_callback_manager', 'litellm.llms.github_copilot.per_user_auth',
          'litellm.llms.github_copilot.github_host')
-# From 1.110 litellm defers its pydantic models' schemas to their first use (`DEFER_PYDANTIC_BUILD`): these are the
+# litellm defers its pydantic models' schemas to their first use (`DEFER_PYDANTIC_BUILD`, 1.106 on): these are the
 # ones a chat's requests use, streamed and not, with tools, in both wire formats (module, class)
 _DEFERRED = (('litellm.types.router', 'GenericLiteLLMParams'), ('litellm.types.router', 'LiteLLM_Params'),
              ('litellm.types.services', 'ServiceLoggerPayload'), ('litellm.types.utils', 'Usage'),
