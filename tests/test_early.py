@@ -381,6 +381,17 @@ async def test_stream_breaks_after_tools_started(sim, cls, tk, model):
 
 # ================================================================ 6. the caller cancels, breaks out, closes
 
+async def check_dropped_after_nap_0(sim, chat, model, p, tk):
+    """After a reply was dropped once call 0's tool had started: the history is the question alone; an async tool was
+    cancelled, a sync one finishes unheard; call 2 never started; the next call is accepted"""
+    assert roles(chat.hist) == ['user'], chat.hist
+    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), LIVE), p.log
+    p.release.set()
+    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), LIVE), p.log   # it finishes, unheard
+    assert roles(chat.hist) == ['user'], chat.hist
+    assert not p.started('nap', 2)
+    assert tool_use_ids(await next_call_accepted(sim, chat, model)) == []
+
 @ASYNC_SETUPS
 @MODELS
 async def test_caller_cancels_the_task_after_tools_started(sim, cls, tk, model):
@@ -398,13 +409,7 @@ async def test_caller_cancels_the_task_after_tools_started(sim, cls, tk, model):
     await asyncio.wait_for(ready.wait(), LIVE)
     task.cancel()
     with pytest.raises(asyncio.CancelledError): await task
-    assert roles(chat.hist) == ['user'], chat.hist
-    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), LIVE), p.log
-    p.release.set()
-    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), LIVE), p.log   # it finishes, unheard
-    assert roles(chat.hist) == ['user'], chat.hist
-    assert not p.started('nap', 2)
-    assert tool_use_ids(await next_call_accepted(sim, chat, model)) == []
+    await check_dropped_after_nap_0(sim, chat, model, p, tk)
 
 @SETUPS
 @MODELS
@@ -421,13 +426,7 @@ async def test_caller_leaves_the_stream_after_tools_started(sim, cls, tk, model,
             return 'stop'
     out = await drive(chat, 'Nap three times.', cb, leave=leave)
     assert not any(isinstance(o, ModelResponse) for o in out)
-    assert roles(chat.hist) == ['user'], chat.hist
-    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), LIVE), p.log
-    p.release.set()
-    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), LIVE), p.log   # it finishes, unheard
-    assert roles(chat.hist) == ['user'], chat.hist
-    assert not p.started('nap', 2)
-    assert tool_use_ids(await next_call_accepted(sim, chat, model)) == []
+    await check_dropped_after_nap_0(sim, chat, model, p, tk)
 
 # ================================================================ 7. a spending cap stops the stream
 
