@@ -54,6 +54,11 @@ async def _send(self:AsyncChat, turn:Turn):
         await asyncio.sleep(wait)
 
 @patch
+def _start_tool(self:AsyncChat, turn:Turn, tc)->asyncio.Task:
+    "Start tool call `tc` of `turn` as a task"
+    return asyncio.ensure_future(arun_tool(tc, turn.namespace, turn.tool_timeout, self))
+
+@patch
 async def _ask(self:AsyncChat, turn:Turn):
     res = await self._send(turn)
     if turn.stream and turn.prefill: yield turn.prefill_chunk()
@@ -61,10 +66,10 @@ async def _ask(self:AsyncChat, turn:Turn):
         yield turn.finish_reply(res)
         return
     sr = astream_result(res, turn.finish_reply)
-    turn.early_calls(lambda tc: asyncio.ensure_future(arun_tool(tc, turn.namespace, turn.tool_timeout, self)))
+    turn.early_calls(lambda tc: self._start_tool(turn, tc))
     async with aclosing(res):  # a reader that stops early closes the provider's stream at once
         async for o in sr:
-            if (turn.capped or turn.early) and isinstance(o, ModelResponseStream): turn.on_chunk(o)
+            if isinstance(o, ModelResponseStream): turn.on_chunk(o)
             yield o
     yield sr.value
 
@@ -72,7 +77,7 @@ async def _value(v): return v
 
 @patch
 async def _call_tools(self:AsyncChat, turn:Turn, calls:list)->list:
-    tasks = [t or asyncio.ensure_future(_value(turn.verdicts[tc.id]) if tc.id in turn.verdicts else arun_tool(tc, turn.namespace, turn.tool_timeout, self))
+    tasks = [t or (asyncio.ensure_future(_value(turn.verdicts[tc.id])) if tc.id in turn.verdicts else self._start_tool(turn, tc))
              for t,tc in zip(turn.take_early(calls), calls)]
     turn.save_as_done(calls, tasks)
     try: await asyncio.wait(tasks)

@@ -129,6 +129,11 @@ def _send(self:Chat, turn:Turn):
         time.sleep(wait)
 
 @patch
+def _start_tool(self:Chat, turn:Turn, tc)->Future:
+    "Start tool call `tc` of `turn` in a worker thread"
+    return tool_threads.submit(run_tool, tc, turn.namespace, self)
+
+@patch
 def _ask(self:Chat, turn:Turn):
     res = self._send(turn)
     if not turn.stream:
@@ -136,9 +141,9 @@ def _ask(self:Chat, turn:Turn):
         return
     try:
         if turn.prefill: yield turn.prefill_chunk()
-        turn.early_calls(lambda tc: tool_threads.submit(run_tool, tc, turn.namespace, self))
+        turn.early_calls(lambda tc: self._start_tool(turn, tc))
         for o in stream_with_complete(res, turn.finish_reply):
-            if (turn.capped or turn.early) and isinstance(o, ModelResponseStream): turn.on_chunk(o)
+            if isinstance(o, ModelResponseStream): turn.on_chunk(o)
             yield o
     finally: close_stream(res)  # a reader that stops early frees the connection at once
 
@@ -148,7 +153,7 @@ def _done(v)->Future:
 
 @patch
 def _call_tools(self:Chat, turn:Turn, calls:list)->list:
-    futs = [f or (_done(turn.verdicts[tc.id]) if tc.id in turn.verdicts else tool_threads.submit(run_tool, tc, turn.namespace, self))
+    futs = [f or (_done(turn.verdicts[tc.id]) if tc.id in turn.verdicts else self._start_tool(turn, tc))
             for f,tc in zip(turn.take_early(calls), calls)]
     turn.save_as_done(calls, futs)
     timed_out = False
