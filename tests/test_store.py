@@ -359,7 +359,8 @@ def test_killed_at_random_reloads(tmp_path):
     seen = set(helds)
     assert any(h.startswith('round:') and 'interrupted' in h for h in seen), seen   # a round answered as interrupted
     assert any(h.startswith('round:') and not h.startswith('round: 0 kept') for h in seen) or 'round complete, unanswered' in seen, seen
-    assert {'Q1 asked', 'Q2 answered (all)'} <= seen, seen   # ('empty', a kill in the moment after the chat is made, is too rare to require)
+    assert 'Q1 asked' in seen, seen   # ('empty', a kill in the moment after the chat is made, is too rare to require; the end
+    # state, 'Q2 answered (all)', is the whole runs' above: a kill after the end is a ~5% chance a run, so 60 runs may have none)
     if runs >= 200: assert any('mid-write' in p for p in points), points   # some kills landed while the file was being written (60 runs may have none)
 
 # ---------------------------------------------------------------- every state the store passes through reloads
