@@ -19,6 +19,7 @@ CLASSES = pytest.mark.parametrize('cls', [Chat, AsyncChat], ids=['sync', 'async'
 STREAMS = pytest.mark.parametrize('stream', [False, True], ids=['plain', 'stream'])
 WHERE = pytest.mark.parametrize('where', ['chat', 'call'])   # a setting given to the chat, or to one call
 LISETTE = str(Path(lisette.__file__).parent)
+HANG = 10.0   # seconds: only guards against a hang (no test here measures time)
 
 from helpers import *
 
@@ -124,73 +125,71 @@ async def test_num_retries_caps_the_attempts(sim, cls, model, n):
 @MODELS
 @WHERE
 async def test_stalled_provider_times_out(sim, cls, stream, model, where):
-    "A provider that stalls, with `timeout=0.5` on the chat or the call: `litellm.Timeout` promptly, history whole"
-    sim.script(*[Fault(delay=2, then=Reply(text='Too late.')) for _ in range(3)])
+    """A provider that stalls, with `timeout=0.5` on the chat or the call: `litellm.Timeout` while the provider still
+    stalls (a minute), history whole"""
+    sim.script(*[Fault(delay=60, then=Reply(text='Too late.')) for _ in range(3)])
     ckw, kw = split_kw(where, timeout=0.5)
     chat = mk(cls, sim, model, **ckw)
-    t = time.monotonic()
-    with pytest.raises(litellm.Timeout): await ask(chat, 'Hello?', stream, **kw)
-    el, n = time.monotonic() - t, len(sim.requests)
+    with pytest.raises(litellm.Timeout): await asyncio.wait_for(ask(chat, 'Hello?', stream, **kw), HANG)
+    assert sim.requests and all(r.status is None for r in sim.requests), 'the caller waited for the provider'
     assert chat.hist == [u('Hello?')]
     sim.reset(); sim.script(Reply(text='Here now.'))
     assert text(await ask(chat, None, stream, **kw)) == 'Here now.'
     assert chat.hist == [u('Hello?'), a('Here now.')]
     accepted(sim, model)
-    assert el < 1.5, f'timeout=0.5, yet the caller waited {el:.1f} s: the provider got {n} requests'
 
 @CLASSES
 @STREAMS
 @MODELS
 @WHERE
 async def test_tool_that_never_returns(sim, cls, stream, model, where):
-    "A tool that hangs, with `tool_timeout=0.3` (chat or call): answered 'Error: the tool timed out', the chat finishes"
-    release = threading.Event()
+    """A tool that hangs, with `tool_timeout=0.3` (chat or call): answered 'Error: the tool timed out', the chat finishes
+    while the tool still hangs"""
+    release, returned = threading.Event(), threading.Event()
     def hang(x:int # anything
             )->str:
         "Never returns (until the test ends)"
-        release.wait(10)
+        release.wait(60)
+        returned.set()
         return 'late'
     sim.script(Reply(calls=[Call('hang', {'x': 1}, id='call_h'), Call('add', {'a': 1, 'b': 2}, id='call_a')]),
                Reply(text='The other one hung; 1 + 2 is 3.'))
     ckw, kw = split_kw(where, tool_timeout=0.3)
     chat = mk(cls, sim, model, tools=[hang, add], **ckw)
     try:
-        t = time.monotonic()
-        res = await ask(chat, 'Do both.', stream, **kw)
-        el = time.monotonic() - t
+        res = await asyncio.wait_for(ask(chat, 'Do both.', stream, **kw), HANG)
+        assert not returned.is_set(), 'the chat waited for the hung tool'
         assert text(res) == 'The other one hung; 1 + 2 is 3.'
         assert roles(chat.hist) == ['user', 'assistant', 'tool', 'tool', 'assistant']
         assert tool_texts(chat.hist) == ['Error: the tool timed out', '3']
         accepted(sim, model)
-        assert el < 1.5, el
     finally: release.set()
 
 @STREAMS
 @MODELS
 @pytest.mark.parametrize('kind', ['never', 'stubborn'])
 async def test_async_tool_that_never_returns(sim, stream, model, kind):
-    """An async tool that never returns, or one that, cancelled at its time-out, takes 2 s more to stop:
-    `tool_timeout=0.3` still answers it 'Error: the tool timed out' at once"""
+    """An async tool that never returns, or one that, cancelled at its time-out, takes a minute more to stop:
+    `tool_timeout=0.3` still answers it 'Error: the tool timed out' without waiting for it"""
+    cleaned = []
     async def never(x:int # anything
                    )->str:
         "Never returns"
         await asyncio.Event().wait()
     async def stubborn(x:int # anything
                       )->str:
-        "Cleans up for 2 s when cancelled, then returns anyway"
-        try: await asyncio.sleep(30)
-        except asyncio.CancelledError: await asyncio.sleep(2)
+        "Cleans up for a minute when cancelled, then returns anyway"
+        try: await asyncio.sleep(60)
+        except asyncio.CancelledError: await asyncio.sleep(60)
+        cleaned.append(x)
         return 'finished anyway'
     tool = {'never': never, 'stubborn': stubborn}[kind]
     sim.script(Reply(calls=[Call(kind, {'x': 1}, id='call_1')]), Reply(text='It hung.'))
     chat = mk(AsyncChat, sim, model, tools=[tool], tool_timeout=0.3)
-    t = time.monotonic()
-    res = await asyncio.wait_for(ask(chat, 'Go.', stream), 10)
-    el = time.monotonic() - t
-    assert text(res) == 'It hung.'
+    res = await asyncio.wait_for(ask(chat, 'Go.', stream), HANG)
+    assert text(res) == 'It hung.' and not cleaned
     assert tool_texts(chat.hist) == ['Error: the tool timed out']
     accepted(sim, model)
-    assert el < 1.5, f'tool_timeout=0.3, yet the call took {el:.1f} s'
 
 # ---------------------------------------------------------------- 3. broken responses: cut streams, malformed events
 
