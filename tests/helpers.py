@@ -6,6 +6,7 @@ from lisette import Chat, AsyncChat   # first: it keeps litellm's import offline
 from lisette.testing import Sim, check_anthropic, check_openai
 
 SONNET, GPT = 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o'
+HANG = 10.0   # seconds: the tests' one time limit, a guard against a hang (no test measures time)
 MODELS = pytest.mark.parametrize('model', [SONNET, GPT], ids=['anthropic', 'openai'])
 
 @pytest.fixture(scope='module')
@@ -125,12 +126,12 @@ def recording_add():
         return a + b
     return add2, ran
 
-LIVE = {'Turn', 'Chat', 'AsyncChat', 'Stream', 'AStream', 'ModelResponse', 'ModelResponseStream'}
+LIVE_TYPES = {'Turn', 'Chat', 'AsyncChat', 'Stream', 'AStream', 'ModelResponse', 'ModelResponseStream'}
 
 def live_objects()->int:
     """How many of lisette's and litellm's chats, turns, streams and responses are alive. By exact type: `isinstance`
     with pydantic's models (ABCs) over every object would fill the ABCs' caches"""
-    return sum(type(o).__name__ in LIVE and type(o).__module__.startswith(('lisette', 'litellm')) for o in gc.get_objects())
+    return sum(type(o).__name__ in LIVE_TYPES and type(o).__module__.startswith(('lisette', 'litellm')) for o in gc.get_objects())
 
 async def raised_at_call(chat, *args, **kw):
     "What calling `chat` raised at the call (for `AsyncChat`: at `await chat(...)`); None if nothing (streams unread)"

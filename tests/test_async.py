@@ -8,11 +8,7 @@ from litellm import ModelResponse, ModelResponseStream
 from lisette import AsyncChat, StreamAbandoned
 from lisette.testing import Sim, Reply, Call, Fault, check_anthropic, check_openai
 
-
 from helpers import *
-
-HANG = 10.0   # seconds: only guards against a hang (no test here measures time)
-
 
 def resp_view(res:ModelResponse):
     "What matters in a full response: text, tool calls, finish reason (not its id or timestamps)"

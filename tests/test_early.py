@@ -13,7 +13,6 @@ from lisette.testing import Sim, Reply, Call, Fault
 
 from helpers import *
 
-LIVE = 10.0   # seconds: only guards against a hang
 NOT = 0.2     # seconds given to a tool that must not have started (it can't, unless the feature is wrong)
 PACE = 0.005  # seconds between streamed events: the reply really is still arriving; nothing depends on the figure
 
@@ -49,7 +48,7 @@ class Probe:
     def run_sync(self, name, i):
         self._note('start', name, i)
         g = self.gate(name, i) if self.gate else None
-        if g is not None: assert g.wait(LIVE), f'{name} {i}: its gate never opened'
+        if g is not None: assert g.wait(HANG), f'{name} {i}: its gate never opened'
         self._note('end', name, i)
         return f'{name} {i}'
 
@@ -59,7 +58,7 @@ class Probe:
             g = self.gate(name, i) if self.gate else None
             t = time.monotonic()
             while g is not None and not g.is_set():
-                assert time.monotonic() - t < LIVE, f'{name} {i}: its gate never opened'
+                assert time.monotonic() - t < HANG, f'{name} {i}: its gate never opened'
                 await asyncio.sleep(0.005)
         except asyncio.CancelledError:
             self._note('cancelled', name, i)
@@ -164,8 +163,8 @@ async def test_tool_starts_while_the_reply_streams(sim, cls, tk, model, early):
     seen = {}
     async def cb(o):
         if call_begins(o, 2):
-            seen['0'] = await until(lambda: p.started('nap', 0), LIVE if early else NOT)
-            seen['1'] = await until(lambda: p.started('nap', 1), LIVE if early else NOT)
+            seen['0'] = await until(lambda: p.started('nap', 0), HANG if early else NOT)
+            seen['1'] = await until(lambda: p.started('nap', 1), HANG if early else NOT)
             seen['2'] = p.started('nap', 2)
         if isinstance(o, ModelResponse) and 'reply' not in seen: seen['reply'] = p.did('start')
     out = await drive(chat, 'Nap three times.', cb)
@@ -195,7 +194,7 @@ async def test_same_history_and_requests_as_without_early_start(cls, tk, model):
             at_reply = {}
             async def cb(o):
                 if isinstance(o, ModelResponse) and not at_reply:
-                    at_reply['started'] = await until(lambda: all(p.started('nap', k) for k in range(3)), LIVE if early else 0)
+                    at_reply['started'] = await until(lambda: all(p.started('nap', k) for k in range(3)), HANG if early else 0)
             out = await drive(chat, 'Nap three times.', cb)
             accepted(s, model)
             assert at_reply['started'] is early
@@ -228,8 +227,8 @@ async def test_opt_in_per_tool_chat_or_call(sim, cls, tk, model, where):
         seen = {}
         async def cb(o):
             if call_begins(o, 2):
-                seen['nap'] = await until(lambda: p.started('nap', 0), LIVE if nap_early else NOT)
-                seen['peek'] = await until(lambda: p.started('peek', 1), LIVE if peek_early else NOT)
+                seen['nap'] = await until(lambda: p.started('nap', 0), HANG if nap_early else NOT)
+                seen['peek'] = await until(lambda: p.started('peek', 1), HANG if peek_early else NOT)
         out = await drive(chat, f'Go {n}.', cb, **kw)
         assert (seen['nap'], seen['peek']) == (nap_early, peek_early), (n, seen)
         assert text(out[-1]) == f'Done {n}.'
@@ -364,14 +363,14 @@ async def test_stream_breaks_after_tools_started(sim, cls, tk, model):
     sim.script(Fault(cut_after=CUT[fmt(model)], then=Reply(calls=naps(3), pace=PACE)))
     seen = {}
     async def cb(o):
-        if call_begins(o, 1): seen['0'] = await until(lambda: p.started('nap', 0), LIVE)
+        if call_begins(o, 1): seen['0'] = await until(lambda: p.started('nap', 0), HANG)
     with pytest.raises(litellm.exceptions.MidStreamFallbackError): await drive(chat, 'Nap three times.', cb)   # litellm's word for it
     assert seen['0'] is True
     assert roles(chat.hist) == ['user'], chat.hist
     if tk == 'async':
-        assert await until(lambda: ('nap', 0) in p.did('cancelled'), LIVE), p.log
+        assert await until(lambda: ('nap', 0) in p.did('cancelled'), HANG), p.log
     p.release.set()
-    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), LIVE), p.log
+    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), HANG), p.log
     else: assert not await until(lambda: p.did('end'), NOT), p.log
     assert roles(chat.hist) == ['user'], chat.hist   # a tool that finished later is unheard
     assert not p.started('nap', 2)
@@ -385,9 +384,9 @@ async def check_dropped_after_nap_0(sim, chat, model, p, tk):
     """After a reply was dropped once call 0's tool had started: the history is the question alone; an async tool was
     cancelled, a sync one finishes unheard; call 2 never started; the next call is accepted"""
     assert roles(chat.hist) == ['user'], chat.hist
-    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), LIVE), p.log
+    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), HANG), p.log
     p.release.set()
-    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), LIVE), p.log   # it finishes, unheard
+    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), HANG), p.log   # it finishes, unheard
     assert roles(chat.hist) == ['user'], chat.hist
     assert not p.started('nap', 2)
     assert tool_use_ids(await next_call_accepted(sim, chat, model)) == []
@@ -403,10 +402,10 @@ async def test_caller_cancels_the_task_after_tools_started(sim, cls, tk, model):
     ready = asyncio.Event()
     async def cb(o):
         if call_begins(o, 2):
-            assert await until(lambda: p.started('nap', 0), LIVE)
+            assert await until(lambda: p.started('nap', 0), HANG)
             ready.set()
     task = asyncio.ensure_future(drive(chat, 'Nap three times.', cb))
-    await asyncio.wait_for(ready.wait(), LIVE)
+    await asyncio.wait_for(ready.wait(), HANG)
     task.cancel()
     with pytest.raises(asyncio.CancelledError): await task
     await check_dropped_after_nap_0(sim, chat, model, p, tk)
@@ -422,7 +421,7 @@ async def test_caller_leaves_the_stream_after_tools_started(sim, cls, tk, model,
     sim.script(Reply(calls=naps(3), pace=PACE), Reply(text='never'))
     async def cb(o):
         if call_begins(o, 2):
-            assert await until(lambda: p.started('nap', 0), LIVE)
+            assert await until(lambda: p.started('nap', 0), HANG)
             return 'stop'
     out = await drive(chat, 'Nap three times.', cb, leave=leave)
     assert not any(isinstance(o, ModelResponse) for o in out)
@@ -443,13 +442,13 @@ async def test_spending_cap_stops_the_stream_after_a_tool_started(sim, cls, tk, 
     sim.script(Reply(calls=naps(3, pad=400), pace=PACE))
     seen = {}
     async def cb(o):
-        if call_begins(o, 1): seen['0'] = await until(lambda: p.started('nap', 0), LIVE)
+        if call_begins(o, 1): seen['0'] = await until(lambda: p.started('nap', 0), HANG)
     with pytest.raises(BudgetExceeded): await drive(chat, msg, cb, token_budget=cap)
     assert seen['0'] is True
     assert roles(chat.hist) == ['user'], chat.hist
-    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), LIVE), p.log
+    if tk == 'async': assert await until(lambda: ('nap', 0) in p.did('cancelled'), HANG), p.log
     p.release.set()
-    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), LIVE), p.log   # it finishes, unheard
+    if tk == 'sync': assert await until(lambda: p.ended('nap', 0), HANG), p.log   # it finishes, unheard
     assert roles(chat.hist) == ['user'], chat.hist
     assert p.did('start') == [('nap', 0)], p.log
     assert tool_use_ids(await next_call_accepted(sim, chat, model)) == []
@@ -469,7 +468,7 @@ async def test_store_reloads_to_the_same_history(sim, cls, tk, model, tmp_path):
     mid = {}
     async def cb(o):
         if call_begins(o, 2):
-            assert await until(lambda: p.started('nap', 0), LIVE)
+            assert await until(lambda: p.started('nap', 0), HANG)
             mid['hist'] = cls.load(path, tools=[nap]).hist
     out = await drive(chat, 'Nap three times.', cb)
     assert text(out[-1]) == 'Rested.'

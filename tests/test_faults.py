@@ -19,7 +19,6 @@ CLASSES = pytest.mark.parametrize('cls', [Chat, AsyncChat], ids=['sync', 'async'
 STREAMS = pytest.mark.parametrize('stream', [False, True], ids=['plain', 'stream'])
 WHERE = pytest.mark.parametrize('where', ['chat', 'call'])   # a setting given to the chat, or to one call
 LISETTE = str(Path(lisette.__file__).parent)
-HANG = 10.0   # seconds: only guards against a hang (no test here measures time)
 
 from helpers import *
 
